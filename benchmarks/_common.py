@@ -1,0 +1,328 @@
+"""Shared helpers for the benchmark scripts: environment, timing, peak memory, result files.
+
+Every script in ``benchmarks/`` times with :func:`time_ms` (warm-up, device-synchronized,
+median), measures memory with :func:`peak_memory`, and writes its rows with
+:func:`write_results` to ``benchmarks/results/<name>.json`` and ``<name>.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "RESULTS_DIR",
+    "MEM_METHOD_CUDA",
+    "MEM_METHOD_SAVED",
+    "MemoryResult",
+    "git_sha",
+    "resolve_device",
+    "synchronize",
+    "describe_env",
+    "time_ms",
+    "peak_memory",
+    "markdown_table",
+    "write_results",
+]
+
+#: Default output folder (git-ignored).
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+_MB = 2**20
+
+
+def git_sha(short: bool = True) -> str:
+    """Commit of the working tree (``-dirty`` if changed); ``unknown`` outside git."""
+    repo = Path(__file__).resolve().parent.parent
+    cmd = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
+    try:
+        sha = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha.strip() + ("-dirty" if dirty.strip() else "")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available; use cpu or auto")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def describe_env(device: torch.device) -> dict[str, Any]:
+    """Machine, library and device description stored with every result file."""
+    env: dict[str, Any] = {
+        "git_sha": git_sha(),
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(
+            device_name=props.name,
+            device_memory_GB=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+        )
+    else:
+        env["device_name"] = env["cpu"]
+    return env
+
+
+def time_ms(
+    fn: Callable[[], object],
+    device: torch.device,
+    warmup: int = 3,
+    repeats: int = 10,
+    budget_s: float | None = None,
+    min_repeats: int = 3,
+) -> float:
+    """Median wall time of ``fn()`` in milliseconds.
+
+    Args:
+        fn: The work to time; called ``warmup`` times untimed first.
+        device: Synchronized before starting and after each call, so GPU work is counted.
+        warmup: Untimed calls (cuDNN autotuning, allocator warm-up, lazy init); with
+            ``budget_s``, warm-up also ends once the budget is spent (at least one call).
+        repeats: Timed calls at most.
+        budget_s: Optional time budget; timing stops once it is spent and at least
+            ``min_repeats`` calls were timed (keeps slow cases from dominating a run).
+        min_repeats: Lower bound on timed calls when ``budget_s`` cuts the run short.
+
+    Returns:
+        The median of the timed calls, in milliseconds.
+    """
+    started = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+        synchronize(device)
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            break  # one slow call already warmed up whatever needed it
+    synchronize(device)
+    times: list[float] = []
+    started = time.perf_counter()
+    for i in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+        spent = time.perf_counter() - started
+        if budget_s is not None and i + 1 >= min_repeats and spent > budget_s:
+            break
+    return statistics.median(times) * 1e3
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    """Peak memory of one forward+backward and how it was measured."""
+
+    bytes: int
+    method: str
+
+    @property
+    def mb(self) -> float:
+        """Peak in MiB."""
+        return self.bytes / _MB
+
+
+#: ``method`` strings written into results (and explained in benchmarks/README.md).
+MEM_METHOD_CUDA = "cuda_max_memory_allocated"
+MEM_METHOD_SAVED = "saved_tensors_hooks"
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int] | None:
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return None
+    return storage.data_ptr(), storage.nbytes()
+
+
+class _SavedTensorCounter:
+    """Sums the bytes of distinct storages autograd saves for backward (excluded ones aside)."""
+
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
+        self.seen: set[int] = set()
+        for t in exclude:
+            key = _storage_key(t)
+            if key is not None:
+                self.seen.add(key[0])
+        self.bytes = 0
+
+    def add(self, t: torch.Tensor) -> None:
+        key = _storage_key(t)
+        if key is None:
+            self.bytes += t.numel() * t.element_size()
+        elif key[0] not in self.seen:
+            self.seen.add(key[0])
+            self.bytes += key[1]
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        self.add(t)
+        return t
+
+    @staticmethod
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+
+def peak_memory(
+    forward: Callable[[], torch.Tensor],
+    backward: Callable[[torch.Tensor], None],
+    device: torch.device,
+    exclude: Iterable[torch.Tensor] = (),
+) -> MemoryResult:
+    """Peak memory of ``backward(forward())``.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after a reset, minus what was allocated
+    before the call (so weights and the input are not counted; activations, gradients,
+    workspaces and temporaries are).
+
+    CPU: the RSS delta of a process is unreliable (allocator caching, other threads), so
+    the activation peak is counted instead: the bytes of the distinct storages autograd
+    saves for backward during ``forward`` (via ``torch.autograd.graph.saved_tensors_hooks``),
+    plus the output. Tensors in ``exclude`` (pass the parameters) are not counted.
+    This is the memory that stays alive from the end of the forward pass into backward;
+    transient workspaces and gradients are not included.
+
+    Returns:
+        The peak in bytes and the method used (``MemoryResult.method``).
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        out = forward()
+        backward(out)
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        return MemoryResult(max(int(peak), 0), MEM_METHOD_CUDA)
+    counter = _SavedTensorCounter(exclude)
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+        out = forward()
+        counter.add(out)
+        backward(out)
+    return MemoryResult(counter.bytes, MEM_METHOD_SAVED)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value == 0 or abs(value) < 0.1:
+            return f"{value:.3g}"
+        if abs(value) < 10:
+            return f"{value:.2f}"
+        if abs(value) < 1000:
+            return f"{value:.1f}"
+        return f"{value:.0f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """GitHub markdown table of ``rows``; columns default to the keys of the first row."""
+    if not rows:
+        return "(no rows)\n"
+    cols = list(columns) if columns is not None else list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    metadata: dict[str, Any],
+    out_dir: str | Path | None = None,
+    columns: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
+    extra_md: str = "",
+    echo: bool = True,
+) -> tuple[Path, Path]:
+    """Write ``<out_dir>/<name>.json`` (metadata + rows) and ``<name>.md``; print the table.
+
+    Args:
+        name: Base file name, e.g. ``"ops"``.
+        rows: One dict per measured case.
+        metadata: Environment and arguments (see :func:`describe_env`).
+        out_dir: Output folder; ``benchmarks/results`` by default.
+        columns: Table columns (all keys of the first row by default).
+        notes: Lines printed under the table title (methods, caveats).
+        extra_md: Markdown appended after the table (e.g. a summary table).
+        echo: Print the markdown to stdout.
+
+    Returns:
+        The JSON and markdown paths.
+    """
+    out = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    payload = _json_safe({"name": name, "metadata": metadata, "rows": list(rows)})
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str, allow_nan=False) + "\n")
+    tmp.replace(json_path)
+    keys = ("device", "device_name", "torch", "torch_threads", "loadavg_1m", "git_sha", "timestamp")
+    header = ", ".join(f"{k}={metadata[k]}" for k in keys if k in metadata)
+    text = f"# {name}\n\n{header}\n\n"
+    text += "".join(f"- {n}\n" for n in notes) + ("\n" if notes else "")
+    text += markdown_table(rows, columns)
+    if extra_md:
+        text += "\n" + extra_md
+    md_path.write_text(text)
+    if echo:
+        print(text, end="")
+        print(f"wrote {json_path} and {md_path}")
+    return json_path, md_path

@@ -1,0 +1,1 @@
+"""Shipped job configs (YAML): search/, train/, compare/, mo/."""

@@ -1,0 +1,1 @@
+"""Retraining, published baselines, comparison tables and Pareto plots."""

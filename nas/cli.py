@@ -1,0 +1,105 @@
+"""``nas`` command line: one function per subcommand, each calling the public API.
+
+Every command takes a YAML config (a path, or the name of a config shipped in
+``nas.configs``) plus ``key=value`` overrides. Errors in user input print one line and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from nas.errors import ConfigError, NasError
+
+__all__ = ["main", "resolve_config"]
+
+log = logging.getLogger("nas")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not break progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("nas")
+    if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def resolve_config(config: str, kind: str) -> Path:
+    """A file path, or the stem of a config shipped under ``nas.configs/<kind>/``."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    shipped = resources.files("nas.configs").joinpath(kind, f"{path.stem}.yaml")
+    if shipped.is_file():
+        return Path(str(shipped))
+    available = sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files("nas.configs").joinpath(kind).iterdir()
+        if p.name.endswith(".yaml")
+    )
+    raise ConfigError(f"config {config!r} not found; shipped {kind} configs: {available}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.config import load_config
+    from nas.search.darts import SearchConfig, run_search
+
+    cfg = load_config(SearchConfig, resolve_config(args.config, "search"), args.overrides)
+    result = run_search(cfg)
+    print(f"genotype: {result.genotype}")
+    print(f"written to {result.run_dir / 'genotype.yaml'}")
+    return 0
+
+
+def _add(
+    sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], doc: str
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=doc, description=doc)
+    p.add_argument("config", help="YAML config file, or the name of a shipped config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
+    p.set_defaults(func=func)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add(sub, "search", cmd_search, "DARTS-style differentiable search; writes a genotype")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except NasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

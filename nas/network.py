@@ -1,0 +1,151 @@
+"""The DARTS evaluation network (CIFAR form) built from a :class:`~nas.genotype.Genotype`.
+
+Same constructor, structure and parameter count as the official DARTS ``NetworkCIFAR``:
+a 3x stem, ``layers`` cells with reductions at 1/3 and 2/3 depth, drop path on
+non-identity edges, and an auxiliary head after the second reduction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nas.genotype import Genotype
+from nas.ops import OPS
+from nas.ops.darts import FactorizedReduce, Identity, ReLUConvBN
+
+__all__ = ["NetworkCIFAR", "Cell", "AuxiliaryHeadCIFAR", "drop_path"]
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples of a branch with probability ``drop_prob`` (rescaling the rest)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep
+
+
+class Cell(nn.Module):
+    """One evaluation cell: two preprocessed inputs, ``steps`` nodes of two edges each."""
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+        edges = genotype.reduce if reduction else genotype.normal
+        concat = genotype.reduce_concat if reduction else genotype.normal_concat
+        self.reduction = reduction
+        self._steps = len(edges) // 2
+        self._concat = tuple(concat)
+        self.multiplier = len(concat)
+        self._indices = tuple(index for _, index in edges)
+        self._ops = nn.ModuleList(
+            OPS[name](C, 2 if reduction and index < 2 else 1, True) for name, index in edges
+        )
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(self._steps):
+            branches = []
+            for j in (2 * i, 2 * i + 1):
+                op = self._ops[j]
+                h = op(states[self._indices[j]])
+                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
+                    h = drop_path(h, drop_prob)
+                branches.append(h)
+            states.append(branches[0] + branches[1])
+        return torch.cat([states[i] for i in self._concat], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """DARTS auxiliary classifier for 8x8 maps; smaller maps (28x28 inputs) pool adaptively."""
+
+    def __init__(self, C: int, num_classes: int) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
+        self.small_pool = nn.AdaptiveAvgPool2d(2)
+        self.features = nn.Sequential(
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(x)
+        x = self.pool(x) if min(x.shape[-2:]) >= 8 else self.small_pool(x)
+        x = self.features(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+class NetworkCIFAR(nn.Module):
+    """DARTS evaluation network.
+
+    ``forward`` returns the logits; in training mode with ``auxiliary=True`` it returns
+    ``(logits, aux_logits)``. Set ``drop_path_prob`` (the training loop ramps it).
+    """
+
+    def __init__(
+        self,
+        C: int,
+        num_classes: int,
+        layers: int,
+        auxiliary: bool,
+        genotype: Genotype,
+        in_channels: int = 3,
+        stem_multiplier: int = 3,
+    ) -> None:
+        super().__init__()
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self.drop_path_prob = 0.0
+        self.genotype = genotype
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
+        )
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        self._aux_pos = 2 * layers // 3
+        C_aux = C_prev
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            reduction_prev = reduction
+            self.cells.append(cell)
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+            if i == self._aux_pos:
+                C_aux = C_prev
+        self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits_aux = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self._aux_pos and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(torch.flatten(self.global_pooling(s1), 1))
+        if logits_aux is not None:
+            return logits, logits_aux
+        return logits

@@ -1,0 +1,179 @@
+"""The one epoch loop, shared by the supernet search, retraining and multi-objective trials.
+
+A job supplies what differs (one optimisation step, what happens at an epoch's end, its
+state); :func:`fit` supplies the rest: resume from the run folder, progress bar, on-device
+metric accumulation (one host sync per log interval), metrics rows, atomic checkpoints
+with RNG states.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from nas.run import RunDir
+
+__all__ = [
+    "Job",
+    "fit",
+    "rng_state",
+    "set_rng_state",
+    "seed_everything",
+    "EPOCH",
+    "TRAIN_LOSS",
+    "TRAIN_ACC",
+    "EPOCH_TIME",
+    "IMAGES_PER_S",
+    "sgd_param_groups",
+]
+
+log = logging.getLogger("nas")
+
+EPOCH = "epoch"
+TRAIN_LOSS = "train_loss"
+TRAIN_ACC = "train_acc"
+EPOCH_TIME = "epoch_time_s"
+IMAGES_PER_S = "images_per_s"
+
+
+class Job(Protocol):
+    """What :func:`fit` needs from a search or training job."""
+
+    device: torch.device
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+    def batches(self) -> Iterable[Any]: ...
+
+    def num_batches(self) -> int: ...
+
+    def step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One update; returns (mean loss, number correct, batch size) without host sync."""
+        ...
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]: ...
+
+    def should_stop(self) -> bool: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python and torch; optionally force deterministic kernels."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fit(
+    job: Job,
+    run: RunDir,
+    epochs: int,
+    *,
+    log_interval: int = 20,
+    progress: bool = True,
+    desc: str = "train",
+) -> int:
+    """Run ``job`` for ``epochs`` epochs in ``run``, resuming from its checkpoint.
+
+    Returns the number of completed epochs (less than ``epochs`` if the job stopped early).
+    """
+    start = 0
+    ckpt = run.load_checkpoint(map_location=job.device)
+    if ckpt is not None:
+        job.load_state_dict(ckpt["job"])
+        set_rng_state(ckpt["rng"])
+        start = int(ckpt["epoch"])
+        if ckpt.get("stopped"):
+            log.info("run already stopped early at epoch %d", start)
+            return start
+        if start < epochs:
+            log.info("resuming %s from epoch %d/%d", run.path, start, epochs)
+    run.truncate_metrics(start)
+    for epoch in range(start, epochs):
+        job.start_epoch(epoch)
+        sums = torch.zeros(2, device=job.device, dtype=torch.float64)
+        count = 0
+        tic = time.perf_counter()
+        bar = tqdm(
+            job.batches(),
+            total=job.num_batches(),
+            desc=f"{desc} {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for i, batch in enumerate(bar):
+            loss, correct, n = job.step(batch)
+            sums += torch.stack([loss.detach().double() * n, correct.detach().double()])
+            count += n
+            if progress and (i + 1) % log_interval == 0:
+                total_loss, total_correct = sums.tolist()
+                loss_s, acc_s = f"{total_loss / count:.3f}", f"{total_correct / count:.3f}"
+                bar.set_postfix(loss=loss_s, acc=acc_s)
+        bar.close()
+        total_loss, total_correct = sums.tolist()
+        elapsed = time.perf_counter() - tic
+        row: dict[str, Any] = {
+            EPOCH: epoch,
+            TRAIN_LOSS: total_loss / max(count, 1),
+            TRAIN_ACC: total_correct / max(count, 1),
+            EPOCH_TIME: elapsed,
+            IMAGES_PER_S: count / max(elapsed, 1e-9),
+        }
+        row.update(job.end_epoch(epoch))
+        run.log_metrics(row)
+        stopped = job.should_stop()
+        run.save_checkpoint(
+            {"epoch": epoch + 1, "job": job.state_dict(), "rng": rng_state(), "stopped": stopped}
+        )
+        shown = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in row.items()
+            if k != EPOCH and not isinstance(v, (dict, list))
+        )
+        log.info("%s epoch %d/%d: %s", desc, epoch + 1, epochs, shown)
+        if stopped:
+            log.info("stopping early after epoch %d", epoch + 1)
+            return epoch + 1
+    return max(start, epochs)
+
+
+def sgd_param_groups(model: torch.nn.Module, params, weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups with SSL displacements exempt from weight decay (OPERATORS.md)."""
+    from nas.ops import displacement_parameters
+
+    exempt = {id(p) for p in displacement_parameters(model)}
+    params = list(params)
+    decayed = [p for p in params if id(p) not in exempt]
+    free = [p for p in params if id(p) in exempt]
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    if free:
+        groups.append({"params": free, "weight_decay": 0.0})
+    return groups

@@ -1,0 +1,15 @@
+"""Search strategies: DARTS bilevel supernet, Optuna multi-objective, Ray Tune runner."""
+
+from nas.search.darts import Architect, SearchConfig, SearchJob, run_search
+from nas.search.supernet import MixedOp, SearchCell, Supernet, derive_cell
+
+__all__ = [
+    "Architect",
+    "MixedOp",
+    "SearchCell",
+    "SearchConfig",
+    "SearchJob",
+    "Supernet",
+    "derive_cell",
+    "run_search",
+]

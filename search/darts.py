@@ -1,0 +1,438 @@
+"""DARTS bilevel search (first/second order, PC-DARTS options, cost-aware term).
+
+``run_search(cfg)`` is what ``nas search CONFIG`` calls: it builds the supernet over the
+configured space, alternates architecture and weight steps through the shared epoch loop
+(:func:`nas.train.fit`), and writes the derived genotype, its plots and the α history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from nas.config import DataConfig, OptimConfig, RuntimeConfig, dump_config
+from nas.cost_table import CostTable
+from nas.data import search_split
+from nas.errors import ConfigError
+from nas.genotype import Genotype, plot_genotype, save_genotype
+from nas.ops import clamp_bdsc_, ssl_penalty
+from nas.run import RunDir, atomic_write_text
+from nas.runtime import autocast, check_device, load_splits, make_loader, open_run
+from nas.spaces import SearchSpace, get_space
+from nas.train import fit, seed_everything, sgd_param_groups
+
+from .plots import plot_alphas
+from .supernet import Supernet
+
+__all__ = [
+    "SearchConfig",
+    "SpaceConfig",
+    "SupernetConfig",
+    "ArchConfig",
+    "CostConfig",
+    "SkipGuardConfig",
+    "SSLConfig",
+    "Architect",
+    "SearchJob",
+    "run_search",
+    "SearchResult",
+]
+
+log = logging.getLogger("nas")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceConfig:
+    name: str = "full"
+    ops: list[str] | None = None
+    steps: int = 4
+    multiplier: int = 4
+
+    def build(self) -> SearchSpace:
+        return get_space(self.name, self.ops, self.steps, 2, self.multiplier)
+
+
+@dataclasses.dataclass(frozen=True)
+class SupernetConfig:
+    init_channels: int = 16
+    layers: int = 8
+    stem_multiplier: int = 3
+    partial_channels: int = 1  # PC-DARTS K; 1 = every channel through every op
+    edge_norm: bool = False
+
+    def validate(self) -> None:
+        if self.init_channels < 1 or self.layers < 3:
+            raise ConfigError("model: init_channels must be >= 1 and layers >= 3")
+        if self.partial_channels < 1:
+            raise ConfigError(f"model.partial_channels must be >= 1, got {self.partial_channels}")
+        if self.init_channels % self.partial_channels:
+            raise ConfigError(
+                f"model.init_channels ({self.init_channels}) must be divisible by "
+                f"model.partial_channels ({self.partial_channels})"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 1e-3
+    order: Literal["first", "second"] = "first"
+    warmup_epochs: int = 0
+
+    def validate(self) -> None:
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"arch.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CostConfig:
+    """Expected cost Σ softmax(α)·cost added to the architecture loss with ``weight`` (λ)."""
+
+    metric: Literal["params", "latency"] = "params"
+    weight: float = 0.0
+    device: str | None = None  # latency device; default: the run's device
+    batch_size: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipGuardConfig:
+    """Guards against skip-connect collapse; both off by default (plain DARTS)."""
+
+    max_skips: int | None = None  # cap on skips in the derived normal cell
+    stop_at_skips: int | None = None  # stop the search once the normal cell derives this many
+
+
+@dataclasses.dataclass(frozen=True)
+class SSLConfig:
+    penalty: float = 1e-4
+    norm: Literal["l1", "l2"] = "l2"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    name: str = "search"
+    run_dir: str | None = None
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)
+    model: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    arch: ArchConfig = dataclasses.field(default_factory=ArchConfig)
+    cost: CostConfig = dataclasses.field(default_factory=CostConfig)
+    skip_guard: SkipGuardConfig = dataclasses.field(default_factory=SkipGuardConfig)
+    ssl: SSLConfig = dataclasses.field(default_factory=SSLConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+    def validate(self) -> None:
+        self.space.build()  # unknown ops -> ConfigError now, not mid-run
+
+
+def _grads_or_zeros(grads, params):
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
+class Architect:
+    """Architecture step: Adam on α (and β) against the validation loss.
+
+    Second order follows DARTS: gradient at the one-step unrolled weights
+    ``w' = w − ξ∇w L_train``, minus ``ξ`` times a finite-difference Hessian-vector product.
+    """
+
+    def __init__(self, model: Supernet, cfg: ArchConfig) -> None:
+        self.model = model
+        self.order = cfg.order
+        self.optimizer = torch.optim.Adam(
+            model.arch_parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
+
+    def step(
+        self,
+        train_batch: tuple[torch.Tensor, torch.Tensor],
+        val_batch: tuple[torch.Tensor, torch.Tensor],
+        loss_fn,
+        cost_fn,
+        w_optimizer: torch.optim.SGD | None = None,
+        eta: float = 0.0,
+    ) -> torch.Tensor:
+        """One α update; returns the validation loss (a tensor, no host sync)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        arch = self.model.arch_parameters()
+        if self.order == "first":
+            val_loss = loss_fn(self.model(val_batch[0]), val_batch[1])
+            (val_loss + cost_fn()).backward(inputs=arch)
+        else:
+            val_loss = self._unrolled(train_batch, val_batch, loss_fn, w_optimizer, eta)
+            cost = cost_fn()
+            if cost.requires_grad:
+                cost.backward(inputs=arch)
+        self.optimizer.step()
+        return val_loss.detach()
+
+    def _train_loss(self, batch, loss_fn, params=None) -> torch.Tensor:
+        x, y = batch
+        out = self.model(x) if params is None else functional_call(self.model, params, (x,))
+        return loss_fn(out, y)
+
+    def _unrolled(self, train_batch, val_batch, loss_fn, w_optimizer, eta) -> torch.Tensor:
+        model = self.model
+        names, weights = zip(*model.named_weight_parameters())
+        arch = model.arch_parameters()
+        grads = torch.autograd.grad(
+            self._train_loss(train_batch, loss_fn), weights, allow_unused=True
+        )
+        grads = _grads_or_zeros(grads, weights)
+        group = w_optimizer.param_groups[0] if w_optimizer else {"momentum": 0, "weight_decay": 0}
+        unrolled = {}
+        with torch.no_grad():
+            for n, p, g in zip(names, weights, grads):
+                buf = w_optimizer.state.get(p, {}).get("momentum_buffer") if w_optimizer else None
+                step = g + group["weight_decay"] * p
+                if buf is not None:
+                    step = step + group["momentum"] * buf
+                unrolled[n] = (p - eta * step).requires_grad_()
+        val_loss = self._train_loss(val_batch, loss_fn, unrolled)
+        all_grads = torch.autograd.grad(
+            val_loss, [*arch, *unrolled.values()], allow_unused=True
+        )
+        all_grads = _grads_or_zeros(all_grads, [*arch, *unrolled.values()])
+        d_arch, d_w = all_grads[: len(arch)], all_grads[len(arch) :]
+        r = 1e-2 / torch.cat([g.flatten() for g in d_w]).norm().clamp_min(1e-12)
+        with torch.no_grad():
+            for p, d in zip(weights, d_w):
+                p.add_(d, alpha=float(r))
+        g_pos = torch.autograd.grad(self._train_loss(train_batch, loss_fn), arch, allow_unused=True)
+        with torch.no_grad():
+            for p, d in zip(weights, d_w):
+                p.sub_(d, alpha=2 * float(r))
+        g_neg = torch.autograd.grad(self._train_loss(train_batch, loss_fn), arch, allow_unused=True)
+        with torch.no_grad():
+            for p, d in zip(weights, d_w):
+                p.add_(d, alpha=float(r))
+        g_pos, g_neg = _grads_or_zeros(g_pos, arch), _grads_or_zeros(g_neg, arch)
+        for a, da, gp, gn in zip(arch, d_arch, g_pos, g_neg):
+            a.grad = da - eta * (gp - gn) / (2 * r)
+        return val_loss
+
+
+class SearchJob:
+    """A DARTS search as a :class:`nas.train.Job`."""
+
+    def __init__(self, cfg: SearchConfig, run: RunDir) -> None:
+        self.cfg = cfg
+        self.run = run
+        self.device = check_device(cfg.runtime.device)
+        seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
+        train_full, _ = load_splits(cfg.data, test=False)
+        train, val = search_split(train_full, cfg.data.portion, seed=cfg.runtime.seed)
+        self.train_loader = make_loader(train, cfg.data, cfg.runtime, self.device, train=True)
+        self.val_loader = make_loader(
+            val, cfg.data, cfg.runtime, self.device, train=True, seed_offset=1
+        )
+        self.eval_loader = make_loader(val, cfg.data, cfg.runtime, self.device, train=False)
+        self.space = cfg.space.build()
+        C, H, W = train_full.shape
+        self.model = Supernet(
+            self.space,
+            train_full.num_classes,
+            cfg.model.init_channels,
+            cfg.model.layers,
+            in_channels=C,
+            stem_multiplier=cfg.model.stem_multiplier,
+            partial_k=cfg.model.partial_channels,
+            edge_norm=cfg.model.edge_norm,
+        ).to(self.device)
+        if cfg.runtime.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.w_optimizer = torch.optim.SGD(
+            sgd_param_groups(self.model, self.model.weight_parameters(), cfg.optim.weight_decay),
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_optimizer, max(cfg.optim.epochs, 1), eta_min=cfg.optim.lr_min
+        )
+        self.architect = Architect(self.model, cfg.arch)
+        self.cost = None
+        if cfg.cost.weight > 0:
+            table = CostTable(
+                cfg.cost.metric,
+                cfg.cost.device or self.device,
+                batch_size=cfg.cost.batch_size,
+            )
+            shapes = self.model.edge_shapes((H, W))
+            self.cost = table.tensor(self.space.ops, shapes).to(self.device)
+            log.info("cost-aware search: λ=%g on %s (%s)", cfg.cost.weight, table.metric,
+                     table.unit)
+        self.alpha_history: list[dict[str, Any]] = []
+        self._stop = False
+        self._epoch = 0
+        self._val_iter = iter(())
+
+    # Job protocol -----------------------------------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+        self.train_loader.set_epoch(epoch)
+        self.val_loader.set_epoch(epoch)
+        self._val_iter = iter(self.val_loader)
+        self.model.train()
+
+    def batches(self):
+        return self.train_loader
+
+    def num_batches(self) -> int:
+        return len(self.train_loader)
+
+    def _next_val(self):
+        try:
+            return next(self._val_iter)
+        except StopIteration:
+            self._val_iter = iter(self.val_loader)
+            return next(self._val_iter)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits.float(), y)
+        if self.cfg.ssl.penalty > 0:
+            loss = loss + self.cfg.ssl.penalty * ssl_penalty(self.model, self.cfg.ssl.norm)
+        return loss
+
+    def _cost_term(self) -> torch.Tensor:
+        if self.cost is None:
+            return torch.zeros((), device=self.device)
+        return self.cfg.cost.weight * self.model.expected_cost(self.cost)
+
+    def step(self, batch):
+        x, y = batch
+        amp = self.cfg.runtime.amp
+        if self._epoch >= self.cfg.arch.warmup_epochs:
+            val = self._next_val()
+            with autocast(self.device, amp and self.cfg.arch.order == "first"):
+                self.architect.step(
+                    batch, val, self._loss, self._cost_term,
+                    self.w_optimizer, self.scheduler.get_last_lr()[0],
+                )
+        with autocast(self.device, amp):
+            logits = self.model(x)
+            loss = self._loss(logits, y)
+        self.w_optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.model.weight_parameters())
+        nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.cfg.optim.grad_clip)
+        self.w_optimizer.step()
+        clamp_bdsc_(self.model)
+        correct = (logits.argmax(1) == y).sum()
+        return loss, correct, y.shape[0]
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        n = 0
+        for x, y in self.eval_loader:
+            with autocast(self.device, self.cfg.runtime.amp):
+                logits = self.model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+            n += y.shape[0]
+        self.model.train()
+        return loss_sum.item() / n, correct.item() / n
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        self.scheduler.step()
+        val_loss, val_acc = self.evaluate()
+        genotype = self.model.genotype(self.cfg.skip_guard.max_skips)
+        raw = self.model.genotype()
+        skips = sum(op == "skip_connect" for op, _ in raw.normal)
+        self.alpha_history.append(
+            {
+                "epoch": epoch,
+                "normal": self.model.op_weights(False).tolist(),
+                "reduce": self.model.op_weights(True).tolist(),
+            }
+        )
+        limit = self.cfg.skip_guard.stop_at_skips
+        if limit is not None and skips >= limit:
+            log.info("normal cell derives %d skip connections (>= %d): stopping", skips, limit)
+            self._stop = True
+        row = {
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": self.scheduler.get_last_lr()[0],
+            "normal_skips": skips,
+            "genotype": str(genotype),
+        }
+        if self.cost is not None:
+            row["expected_cost"] = float(self.model.expected_cost(self.cost).detach())
+        if self.cfg.ssl.penalty > 0:
+            from nas.ops import ssl_sparsity
+
+            row["ssl_sparsity"] = ssl_sparsity(self.model)
+        atomic_write_text(self.run / "alphas.json", json.dumps(self._alpha_doc()))
+        return row
+
+    def should_stop(self) -> bool:
+        return self._stop
+
+    def _alpha_doc(self) -> dict[str, Any]:
+        return {"ops": list(self.space.ops), "history": self.alpha_history}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "a_optimizer": self.architect.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "alpha_history": json.dumps(self.alpha_history),
+            "stop": self._stop,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.architect.optimizer.load_state_dict(state["a_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.alpha_history = json.loads(state["alpha_history"])
+        self._stop = bool(state["stop"])
+
+
+@dataclasses.dataclass
+class SearchResult:
+    genotype: Genotype
+    run_dir: Path
+    epochs: int
+
+
+def run_search(cfg: SearchConfig) -> SearchResult:
+    """Run (or resume) a search; writes genotype.yaml/.txt, plots and alphas.json."""
+    run = open_run(cfg.name, cfg.run_dir)
+    try:
+        run.save_config(dump_config(cfg))
+        job = SearchJob(cfg, run)
+        log.info(
+            "search %s: space %s (%d ops), %d cells, C=%d, K=%d, %s order, device %s",
+            cfg.name, job.space.name, len(job.space.ops), cfg.model.layers,
+            cfg.model.init_channels, cfg.model.partial_channels, cfg.arch.order, job.device,
+        )
+        done = fit(
+            job, run, cfg.optim.epochs,
+            log_interval=cfg.runtime.log_interval, progress=cfg.runtime.progress, desc="search",
+        )
+        genotype = job.model.genotype(cfg.skip_guard.max_skips)
+        save_genotype(genotype, run / "genotype.yaml")
+        atomic_write_text(run / "genotype.txt", str(genotype) + "\n")
+        plot_genotype(genotype, run.path, stem="genotype")
+        if job.alpha_history:
+            plot_alphas(job.space.ops, job.alpha_history[-1], run / "alphas.png")
+        atomic_write_text(run / "alphas.json", json.dumps(job._alpha_doc()))
+        log.info("genotype: %s", genotype)
+        log.info("wrote %s", run / "genotype.yaml")
+        return SearchResult(genotype, run.path, done)
+    finally:
+        run.detach_log()
