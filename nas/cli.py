@@ -69,6 +69,51 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from nas.config import load_config
+    from nas.evaluate.retrain import TrainConfig, run_train
+
+    cfg = load_config(TrainConfig, resolve_config(args.config, "train"), args.overrides)
+    for result in run_train(cfg):
+        acc = "n/a" if result.test_acc is None else f"{100 * result.test_acc:.2f}%"
+        print(f"{result.run_dir}: test accuracy {acc}, {result.params / 1e6:.3f} M params")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from nas.evaluate.deploy import deploy_run
+
+    if args.overrides:
+        raise ConfigError("deploy takes a run folder only")
+    report = deploy_run(args.config)
+    print(f"deploy check: max |diff| {report['max_abs_diff']:.3g} on held-out images")
+    keys = list(report["train_form"])
+    print(f"{'':14s}" + "".join(f"{k:>22s}" for k in keys))
+    for form in ("train_form", "deploy_form"):
+        values = "".join(f"{report[form][k]:>22.4g}" for k in keys)
+        print(f"{form:14s}{values}")
+    print(f"written to {Path(args.config) / 'deploy.json'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nas.config import load_config
+    from nas.evaluate.compare import CompareConfig, run_compare
+
+    cfg = load_config(CompareConfig, resolve_config(args.config, "compare"), args.overrides)
+    run_compare(cfg)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from nas.config import load_config
+    from nas.quickstart import QuickstartConfig, run_quickstart
+
+    overrides = ([args.config] if args.config else []) + args.overrides
+    run_quickstart(load_config(QuickstartConfig, None, overrides))
+    return 0
+
+
 def _add(
     sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], doc: str
 ) -> argparse.ArgumentParser:
@@ -84,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add(sub, "search", cmd_search, "DARTS-style differentiable search; writes a genotype")
+    _add(sub, "train", cmd_train, "retrain a genotype (DARTS evaluation recipe by default)")
+    p = sub.add_parser("deploy", help="convert a trained run to deploy form, verify, measure")
+    p.add_argument("config", metavar="RUN", help="a finished `nas train` run folder")
+    p.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_deploy)
+    _add(sub, "compare", cmd_compare, "train genotypes under one recipe; table + Pareto plots")
+    p = sub.add_parser(
+        "quickstart", help="search -> export -> retrain -> compare on the embedded sample"
+    )
+    p.add_argument("config", nargs="?", default=None, help="optional key=value")
+    p.add_argument("overrides", nargs="*", help="key=value (run_dir, search_epochs, ...)")
+    p.set_defaults(func=cmd_quickstart)
     return parser
 
 

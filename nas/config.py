@@ -12,7 +12,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -27,6 +27,7 @@ __all__ = [
     "DataConfig",
     "OptimConfig",
     "RuntimeConfig",
+    "SSLConfig",
 ]
 
 T = TypeVar("T")
@@ -266,3 +267,11 @@ class RuntimeConfig:
     compile: bool = False
     progress: bool = True
     log_interval: int = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class SSLConfig:
+    """Sparse-shift displacement penalty λ·R(α, β) (OPERATORS.md: L2, no ½, by default)."""
+
+    penalty: float = 1e-4
+    norm: Literal["l1", "l2"] = "l2"

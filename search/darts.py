@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from nas.config import DataConfig, OptimConfig, RuntimeConfig, dump_config
+from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig, dump_config
 from nas.cost_table import CostTable
 from nas.data import search_split
 from nas.errors import ConfigError
@@ -109,12 +109,6 @@ class SkipGuardConfig:
 
     max_skips: int | None = None  # cap on skips in the derived normal cell
     stop_at_skips: int | None = None  # stop the search once the normal cell derives this many
-
-
-@dataclasses.dataclass(frozen=True)
-class SSLConfig:
-    penalty: float = 1e-4
-    norm: Literal["l1", "l2"] = "l2"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,87 @@
+"""``nas deploy RUN``: convert a trained run to its inference form, verify, and measure."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nas.config import build
+from nas.cost import count_bytes, count_macs, count_params, measure_latency
+from nas.data import BatchLoader
+from nas.deploy import to_deploy
+from nas.errors import ConfigError
+from nas.run import RunDir, atomic_write_text
+from nas.runtime import load_splits
+
+from .retrain import TrainConfig, build_model
+
+__all__ = ["deploy_run", "load_trained"]
+
+log = logging.getLogger("nas")
+
+
+def load_trained(run_dir: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
+    """The trained model of a ``nas train`` run folder (weights via ``weights_only=True``)."""
+    run_dir = Path(run_dir)
+    cfg_path, weights = run_dir / "config.yaml", run_dir / "model.pt"
+    if not cfg_path.is_file() or not weights.is_file():
+        raise ConfigError(f"{run_dir} is not a finished training run (needs config.yaml, model.pt)")
+    cfg = build(TrainConfig, yaml.safe_load(cfg_path.read_text()))
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    stem = state["stem.0.weight"]
+    classifier = state["classifier.weight"]
+    model = build_model(cfg, stem.shape[1], classifier.shape[0])
+    model.load_state_dict(state)
+    return model.eval(), cfg
+
+
+def _latencies(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, float]:
+    out = {"latency_cpu_b1_ms": measure_latency(model, (1, *shape), "cpu")}
+    if torch.cuda.is_available():
+        gpu = model.to("cuda")
+        out["latency_cuda_b1_ms"] = measure_latency(gpu, (1, *shape), "cuda")
+        out["latency_cuda_b256_ms"] = measure_latency(gpu, (256, *shape), "cuda")
+        model.to("cpu")
+    return out
+
+
+def _profile(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
+    return {
+        "params": count_params(model),
+        "bytes": count_bytes(model),
+        "macs": count_macs(model, (1, *shape)),
+        **_latencies(model, shape),
+    }
+
+
+def deploy_run(run_dir: str | Path, batch_size: int = 64, atol: float = 1e-4) -> dict[str, Any]:
+    """Deploy the run's model, check it against the trained form on held-out images."""
+    run_dir = Path(run_dir)
+    model, cfg = load_trained(run_dir)
+    _, test = load_splits(cfg.data)
+    assert test is not None  # load_splits(test=True) always returns a test split
+    shape = tuple(test.shape)
+    deployed = to_deploy(model)
+    x, _ = next(iter(BatchLoader(test, batch_size, shuffle=False)))
+    with torch.no_grad():
+        diff = (deployed(x) - model(x)).abs().max().item()
+    if diff > atol:
+        raise ConfigError(f"deploy form differs from the trained model by {diff:.3g} (> {atol})")
+    report = {
+        "run": str(run_dir),
+        "max_abs_diff": diff,
+        "check_batch": batch_size,
+        "train_form": _profile(model, shape),
+        "deploy_form": _profile(deployed, shape),
+    }
+    atomic_write_text(run_dir / "deploy.json", json.dumps(report, indent=1))
+    state = {k: v.cpu() for k, v in deployed.state_dict().items()}
+    run_dir_obj = RunDir(run_dir)
+    run_dir_obj.save_checkpoint(state, "model_deploy.pt")
+    log.info("deploy check: max |Δ| = %.3g over %d held-out images", diff, batch_size)
+    return report

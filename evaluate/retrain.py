@@ -1,0 +1,294 @@
+"""Retraining a genotype with the DARTS evaluation recipe, through the shared epoch loop.
+
+``run_train(cfg)`` is what ``nas train CONFIG`` calls. The recipe (cutout, drop path
+ramped linearly, auxiliary head, cosine LR, gradient clipping) is the default config; the
+run folder ends with ``model.pt`` (a plain state dict, loadable with ``weights_only=True``)
+and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import resource
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig, dump_config
+from nas.cost import count_macs, count_params
+from nas.errors import ConfigError
+from nas.genotype import Genotype, save_genotype
+from nas.network import NetworkCIFAR
+from nas.ops import clamp_bdsc_, ssl_penalty
+from nas.run import RunDir, atomic_write_bytes, atomic_write_text
+from nas.runtime import autocast, check_device, load_splits, make_loader, open_run
+from nas.train import IMAGES_PER_S, fit, seed_everything, sgd_param_groups
+
+from .baselines import BASELINE_CHANNELS, resolve_genotype
+
+__all__ = ["TrainConfig", "ModelConfig", "TrainJob", "TrainResult", "run_train", "build_model"]
+
+log = logging.getLogger("nas")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """``genotype``: a baseline name, a genotype file or a DARTS string."""
+
+    genotype: str = "DARTS_V2"
+    transplant: str | None = None
+    init_channels: int | None = None  # None: the baseline's published width, else 36
+    layers: int = 20
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    drop_path: float = 0.2
+
+    def validate(self) -> None:
+        if self.layers < 3:
+            raise ConfigError(f"model.layers must be >= 3, got {self.layers}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
+
+    @property
+    def channels(self) -> int:
+        if self.init_channels is not None:
+            return self.init_channels
+        return BASELINE_CHANNELS.get(self.genotype, 36)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    name: str = "train"
+    run_dir: str | None = None
+    data: DataConfig = dataclasses.field(
+        default_factory=lambda: DataConfig(batch_size=96, cutout=16)
+    )
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(
+        default_factory=lambda: OptimConfig(epochs=600, lr=0.025, lr_min=0.0)
+    )
+    ssl: SSLConfig = dataclasses.field(default_factory=SSLConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    seeds: list[int] | None = None  # several seeds: one sub-run per seed
+    eval_every: int = 1
+
+    def validate(self) -> None:
+        resolve_genotype(self.model.genotype, self.model.transplant)
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+
+
+def build_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> NetworkCIFAR:
+    genotype = resolve_genotype(cfg.model.genotype, cfg.model.transplant)
+    return NetworkCIFAR(
+        cfg.model.channels, num_classes, cfg.model.layers, cfg.model.auxiliary, genotype,
+        in_channels=in_channels,
+    )
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+class TrainJob:
+    """Retraining as a :class:`nas.train.Job`."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.device = check_device(cfg.runtime.device)
+        seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
+        train, test = load_splits(cfg.data)
+        self.input_shape = train.shape
+        self.num_classes = train.num_classes
+        self.train_loader = make_loader(train, cfg.data, cfg.runtime, self.device, train=True)
+        assert test is not None  # load_splits(test=True) always returns a test split
+        self.test_loader = make_loader(test, cfg.data, cfg.runtime, self.device, train=False)
+        self.model = build_model(cfg, train.shape[0], train.num_classes).to(self.device)
+        if cfg.runtime.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward: nn.Module = self.model
+        if cfg.runtime.compile:
+            self.forward = torch.compile(self.model)
+        self.optimizer = torch.optim.SGD(
+            sgd_param_groups(self.model, self.model.parameters(), cfg.optim.weight_decay),
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, max(cfg.optim.epochs, 1), eta_min=cfg.optim.lr_min
+        )
+        self.best_acc = 0.0
+        self.last_acc: float | None = None
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.model.drop_path_prob = self.cfg.model.drop_path * epoch / max(self.cfg.optim.epochs, 1)
+        self.train_loader.set_epoch(epoch)
+        self.model.train()
+
+    def batches(self):
+        return self.train_loader
+
+    def num_batches(self) -> int:
+        return len(self.train_loader)
+
+    def step(self, batch):
+        x, y = batch
+        with autocast(self.device, self.cfg.runtime.amp):
+            out = self.forward(x)
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = F.cross_entropy(logits.float(), y)
+            if aux is not None:
+                loss = loss + self.cfg.model.auxiliary_weight * F.cross_entropy(aux.float(), y)
+            if self.cfg.ssl.penalty > 0:
+                loss = loss + self.cfg.ssl.penalty * ssl_penalty(self.model, self.cfg.ssl.norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        clamp_bdsc_(self.model)
+        return loss, (logits.argmax(1) == y).sum(), y.shape[0]
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        n = 0
+        for x, y in self.test_loader:
+            with autocast(self.device, self.cfg.runtime.amp):
+                logits = self.forward(x)
+            correct += (logits.argmax(1) == y).sum()
+            n += y.shape[0]
+        self.model.train()
+        return correct.item() / max(n, 1)
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        self.scheduler.step()
+        row: dict[str, Any] = {
+            "lr": self.scheduler.get_last_lr()[0],
+            "drop_path": self.model.drop_path_prob,
+            "peak_mem_mb": _peak_memory_mb(self.device),
+        }
+        last = epoch + 1 == self.cfg.optim.epochs
+        if last or (epoch + 1) % self.cfg.eval_every == 0:
+            self.last_acc = self.evaluate()
+            self.best_acc = max(self.best_acc, self.last_acc)
+            row["test_acc"] = self.last_acc
+        return row
+
+    def should_stop(self) -> bool:
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_acc": self.best_acc,
+            "last_acc": self.last_acc,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.best_acc = float(state["best_acc"])
+        self.last_acc = state["last_acc"]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    test_acc: float | None
+    params: int
+    macs: int
+    images_per_s: float | None
+    peak_mem_mb: float | None
+    input_shape: tuple[int, int, int]
+    init_channels: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["run_dir"] = str(self.run_dir)
+        return d
+
+
+def _single_run(cfg: TrainConfig) -> TrainResult:
+    run = open_run(cfg.name, cfg.run_dir)
+    try:
+        run.save_config(dump_config(cfg))
+        job = TrainJob(cfg)
+        genotype: Genotype = job.model.genotype
+        save_genotype(genotype, run / "genotype.yaml")
+        params = count_params(job.model)
+        macs = count_macs(job.model, (1, *job.input_shape), job.device)
+        log.info(
+            "train %s: %s, C=%d, %d layers, %.3f M params, %.1f M MACs, %d epochs, device %s",
+            cfg.name, cfg.model.genotype, cfg.model.channels, cfg.model.layers, params / 1e6,
+            macs / 1e6, cfg.optim.epochs, job.device,
+        )
+        fit(job, run, cfg.optim.epochs, log_interval=cfg.runtime.log_interval,
+            progress=cfg.runtime.progress, desc="train")
+        return _finish(run, job, params, macs)
+    finally:
+        run.detach_log()
+
+
+def _finish(run: RunDir, job: TrainJob, params: int, macs: int) -> TrainResult:
+    rows = run.read_metrics()
+    speeds = [r[IMAGES_PER_S] for r in rows if IMAGES_PER_S in r]
+    mems = [r["peak_mem_mb"] for r in rows if "peak_mem_mb" in r]
+    accs = [r["test_acc"] for r in rows if "test_acc" in r]
+    result = TrainResult(
+        run.path,
+        accs[-1] if accs else None,
+        params,
+        macs,
+        statistics.median(speeds) if speeds else None,
+        max(mems) if mems else None,
+        tuple(job.input_shape),
+        job.cfg.model.channels,
+    )
+    atomic_write_bytes(run / "model.pt", _state_bytes(job.model.state_dict()))
+    atomic_write_text(run / "result.json", json.dumps(result.to_dict(), indent=1))
+    log.info("test accuracy %s; wrote %s", result.test_acc, run / "model.pt")
+    return result
+
+
+def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
+    return buf.getvalue()
+
+
+def run_train(cfg: TrainConfig) -> list[TrainResult]:
+    """Train one run, or one sub-run per seed in ``cfg.seeds`` (``<run>/seed<N>``)."""
+    if not cfg.seeds:
+        return [_single_run(cfg)]
+    base = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
+    results = []
+    for seed in cfg.seeds:
+        sub = dataclasses.replace(
+            cfg,
+            run_dir=str(base / f"seed{seed}"),
+            seeds=None,
+            runtime=dataclasses.replace(cfg.runtime, seed=seed),
+        )
+        results.append(_single_run(sub))
+    accs = [r.test_acc for r in results if r.test_acc is not None]
+    if len(accs) > 1:
+        log.info("test accuracy over %d seeds: %.4f ± %.4f", len(accs),
+                 statistics.mean(accs), statistics.stdev(accs))
+    return results

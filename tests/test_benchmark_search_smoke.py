@@ -1,0 +1,63 @@
+"""Smoke test of ``benchmarks/search.py --quick``: both loops run and their rows are sane."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "search.py"
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench_search")
+    # One thread: on a busy shared CPU, multi-threaded tiny convolutions can be 100x slower.
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--quick",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "search.json").read_text()), out
+
+
+def test_both_loops_have_positive_rates(quick_result: tuple[dict, Path]) -> None:
+    data, _ = quick_result
+    rows = data["rows"]
+    batches = {r["batch"] for r in rows}
+    assert len(batches) == 2
+    for batch in batches:
+        loops = {r["loop"]: r for r in rows if r["batch"] == batch}
+        assert set(loops) == {"ours", "reference"}
+        for r in loops.values():
+            assert r["status"] == "ok", r
+            assert r["steps_per_s"] > 0 and r["images_per_s"] > 0 and r["ms_per_step"] > 0, r
+            assert r["peak_mem_MB"] > 0, r
+            assert r["speedup_vs_ref"] > 0 and r["mem_ratio_vs_ref"] > 0, r
+        ref, ours = loops["reference"], loops["ours"]
+        assert ref["speedup_vs_ref"] == 1.0 and ref["mem_ratio_vs_ref"] == 1.0
+        assert ref["partial_k"] == 1 and not ref["edge_norm"] and ref["dtype"] == "fp32"
+        assert ours["partial_k"] == 4 and ours["edge_norm"]
+        assert ref["loader"].startswith("torchvision") and ours["loader"] == "BatchLoader"
+
+
+def test_metadata_and_markdown(quick_result: tuple[dict, Path]) -> None:
+    data, out = quick_result
+    meta = data["metadata"]
+    assert meta["mem_method"] == "saved_tensors_hooks"
+    assert meta["failures"] == []
+    assert meta["space"] == "full"
+    table = (out / "search.md").read_text()
+    assert "| loop | batch | device |" in table and "settings:" in table
