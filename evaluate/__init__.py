@@ -3,7 +3,7 @@
 from nas.evaluate.baselines import BASELINE_CHANNELS, BASELINES, resolve_genotype, transplant
 from nas.evaluate.compare import CompareConfig, CompareEntry, run_compare
 from nas.evaluate.deploy import deploy_run, load_trained
-from nas.evaluate.retrain import TrainConfig, TrainResult, run_train
+from nas.retrain import TrainConfig, TrainResult, run_train
 
 __all__ = [
     "BASELINES",

@@ -22,11 +22,12 @@ from nas.config import dump_config
 from nas.cost import count_bytes, measure_latency
 from nas.deploy import to_deploy
 from nas.errors import ConfigError
+from nas.pareto import pareto_mask
+from nas.retrain import TrainConfig, TrainResult, run_train
 from nas.run import atomic_write_text
 from nas.runtime import open_run
 
 from .deploy import load_trained
-from .retrain import TrainConfig, TrainResult, run_train
 
 __all__ = ["CompareConfig", "CompareEntry", "run_compare", "pareto_mask", "format_table"]
 
@@ -78,17 +79,6 @@ def _entry_config(cfg: CompareConfig, entry: CompareEntry, base: Path) -> TrainC
         cfg.train, name=entry.name, run_dir=str(base / entry.name), model=model,
         seeds=list(cfg.seeds),
     )
-
-
-def pareto_mask(accuracy: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """Points not dominated by another (higher-or-equal accuracy and lower-or-equal cost)."""
-    n = len(accuracy)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        better = (accuracy >= accuracy[i]) & (cost <= cost[i])
-        strictly = (accuracy > accuracy[i]) | (cost < cost[i])
-        mask[i] = not np.any(better & strictly)
-    return mask
 
 
 def _summarize(

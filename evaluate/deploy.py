@@ -15,10 +15,9 @@ from nas.cost import count_bytes, count_macs, count_params, measure_latency
 from nas.data import BatchLoader
 from nas.deploy import to_deploy
 from nas.errors import ConfigError
+from nas.retrain import TrainConfig, build_model
 from nas.run import RunDir, atomic_write_text
 from nas.runtime import load_splits
-
-from .retrain import TrainConfig, build_model
 
 __all__ = ["deploy_run", "load_trained"]
 

@@ -69,9 +69,25 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mo_search(args: argparse.Namespace) -> int:
+    from nas.config import load_config
+    from nas.search.trial import MOConfig
+
+    cfg = load_config(MOConfig, resolve_config(args.config, "mo"), args.overrides)
+    if cfg.driver == "ray":
+        from nas.search.mo_ray import run_ray_search
+
+        run_ray_search(cfg)
+    else:
+        from nas.search.mo_optuna import run_mo_search
+
+        run_mo_search(cfg)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from nas.config import load_config
-    from nas.evaluate.retrain import TrainConfig, run_train
+    from nas.retrain import TrainConfig, run_train
 
     cfg = load_config(TrainConfig, resolve_config(args.config, "train"), args.overrides)
     for result in run_train(cfg):
@@ -129,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add(sub, "search", cmd_search, "DARTS-style differentiable search; writes a genotype")
+    _add(sub, "mo-search", cmd_mo_search, "multi-objective search (Optuna or Ray Tune)")
     _add(sub, "train", cmd_train, "retrain a genotype (DARTS evaluation recipe by default)")
     p = sub.add_parser("deploy", help="convert a trained run to deploy form, verify, measure")
     p.add_argument("config", metavar="RUN", help="a finished `nas train` run folder")

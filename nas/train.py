@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import torch
@@ -99,10 +99,13 @@ def fit(
     log_interval: int = 20,
     progress: bool = True,
     desc: str = "train",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """Run ``job`` for ``epochs`` epochs in ``run``, resuming from its checkpoint.
 
     Returns the number of completed epochs (less than ``epochs`` if the job stopped early).
+    ``on_epoch`` sees each epoch's metrics row after its checkpoint is written (e.g. to
+    report intermediate results to a Ray Tune scheduler).
     """
     start = 0
     ckpt = run.load_checkpoint(map_location=job.device)
@@ -159,6 +162,8 @@ def fit(
             if k != EPOCH and not isinstance(v, (dict, list))
         )
         log.info("%s epoch %d/%d: %s", desc, epoch + 1, epochs, shown)
+        if on_epoch is not None:
+            on_epoch(row)
         if stopped:
             log.info("stopping early after epoch %d", epoch + 1)
             return epoch + 1

@@ -17,11 +17,12 @@ from nas.cli import main
 from nas.config import load_config
 from nas.cost import count_params
 from nas.evaluate.baselines import BASELINES, transplant
-from nas.evaluate.compare import CompareConfig, pareto_mask, run_compare
+from nas.evaluate.compare import CompareConfig, run_compare
 from nas.evaluate.deploy import deploy_run
-from nas.evaluate.retrain import TrainConfig, TrainJob, run_train
 from nas.genotype import save_genotype
 from nas.network import NetworkCIFAR
+from nas.pareto import pareto_mask
+from nas.retrain import TrainConfig, TrainJob, run_train
 
 DATA = [
     "data.name=synthetic",

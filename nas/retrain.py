@@ -1,4 +1,7 @@
-"""Retraining a genotype with the DARTS evaluation recipe, through the shared epoch loop.
+"""Training a genotype's network with the DARTS evaluation recipe, via the shared epoch loop.
+
+It lives in the core because retraining (``nas train``, ``nas compare``) and the
+multi-objective genotype trials both train networks this way.
 
 ``run_train(cfg)`` is what ``nas train CONFIG`` calls. The recipe (cutout, drop path
 ramped linearly, auxiliary head, cosine LR, gradient clipping) is the default config; the
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.baselines import BASELINE_CHANNELS, resolve_genotype
 from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig, dump_config
 from nas.cost import count_macs, count_params
 from nas.errors import ConfigError
@@ -31,8 +35,6 @@ from nas.ops import clamp_bdsc_, ssl_penalty
 from nas.run import RunDir, atomic_write_bytes, atomic_write_text
 from nas.runtime import autocast, check_device, load_splits, make_loader, open_run
 from nas.train import IMAGES_PER_S, fit, seed_everything, sgd_param_groups
-
-from .baselines import BASELINE_CHANNELS, resolve_genotype
 
 __all__ = ["TrainConfig", "ModelConfig", "TrainJob", "TrainResult", "run_train", "build_model"]
 
@@ -79,15 +81,22 @@ class TrainConfig:
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     seeds: list[int] | None = None  # several seeds: one sub-run per seed
     eval_every: int = 1
+    holdout: float | None = None  # evaluate on this share of the training set, not the test set
 
     def validate(self) -> None:
         resolve_genotype(self.model.genotype, self.model.transplant)
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.holdout is not None and not 0.0 < self.holdout < 1.0:
+            raise ConfigError(f"holdout must be in (0, 1), got {self.holdout}")
 
 
-def build_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> NetworkCIFAR:
-    genotype = resolve_genotype(cfg.model.genotype, cfg.model.transplant)
+def build_model(
+    cfg: TrainConfig, in_channels: int, num_classes: int, genotype: Genotype | None = None
+) -> NetworkCIFAR:
+    """The configured network; ``genotype`` (e.g. a sampled one) overrides ``model.genotype``."""
+    if genotype is None:
+        genotype = resolve_genotype(cfg.model.genotype, cfg.model.transplant)
     return NetworkCIFAR(
         cfg.model.channels, num_classes, cfg.model.layers, cfg.model.auxiliary, genotype,
         in_channels=in_channels,
@@ -104,7 +113,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 class TrainJob:
     """Retraining as a :class:`nas.train.Job`."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, genotype: Genotype | None = None) -> None:
         self.cfg = cfg
         self.device = check_device(cfg.runtime.device)
         seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
@@ -114,7 +123,8 @@ class TrainJob:
         self.train_loader = make_loader(train, cfg.data, cfg.runtime, self.device, train=True)
         assert test is not None  # load_splits(test=True) always returns a test split
         self.test_loader = make_loader(test, cfg.data, cfg.runtime, self.device, train=False)
-        self.model = build_model(cfg, train.shape[0], train.num_classes).to(self.device)
+        self.model = build_model(cfg, train.shape[0], train.num_classes, genotype)
+        self.model = self.model.to(self.device)
         if cfg.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward: nn.Module = self.model
@@ -225,11 +235,13 @@ class TrainResult:
         return d
 
 
-def _single_run(cfg: TrainConfig) -> TrainResult:
+def _single_run(
+    cfg: TrainConfig, genotype: Genotype | None = None, on_epoch=None
+) -> TrainResult:
     run = open_run(cfg.name, cfg.run_dir)
     try:
         run.save_config(dump_config(cfg))
-        job = TrainJob(cfg)
+        job = TrainJob(cfg, genotype)
         genotype: Genotype = job.model.genotype
         save_genotype(genotype, run / "genotype.yaml")
         params = count_params(job.model)
@@ -240,7 +252,7 @@ def _single_run(cfg: TrainConfig) -> TrainResult:
             macs / 1e6, cfg.optim.epochs, job.device,
         )
         fit(job, run, cfg.optim.epochs, log_interval=cfg.runtime.log_interval,
-            progress=cfg.runtime.progress, desc="train")
+            progress=cfg.runtime.progress, desc="train", on_epoch=on_epoch)
         return _finish(run, job, params, macs)
     finally:
         run.detach_log()
@@ -273,10 +285,16 @@ def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def run_train(cfg: TrainConfig) -> list[TrainResult]:
-    """Train one run, or one sub-run per seed in ``cfg.seeds`` (``<run>/seed<N>``)."""
+def run_train(
+    cfg: TrainConfig, genotype: Genotype | None = None, on_epoch=None
+) -> list[TrainResult]:
+    """Train one run, or one sub-run per seed in ``cfg.seeds`` (``<run>/seed<N>``).
+
+    ``genotype`` overrides ``cfg.model.genotype`` (the saved config still names the
+    string; ``genotype.yaml`` in the run folder holds what was trained).
+    """
     if not cfg.seeds:
-        return [_single_run(cfg)]
+        return [_single_run(cfg, genotype, on_epoch)]
     base = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
     results = []
     for seed in cfg.seeds:
@@ -286,7 +304,7 @@ def run_train(cfg: TrainConfig) -> list[TrainResult]:
             seeds=None,
             runtime=dataclasses.replace(cfg.runtime, seed=seed),
         )
-        results.append(_single_run(sub))
+        results.append(_single_run(sub, genotype))
     accs = [r.test_acc for r in results if r.test_acc is not None]
     if len(accs) > 1:
         log.info("test accuracy over %d seeds: %.4f ± %.4f", len(accs),

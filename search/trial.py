@@ -1,0 +1,295 @@
+"""The one multi-objective trial, shared by the Optuna and Ray Tune drivers.
+
+``define_space(trial, cfg)`` samples choices through an Optuna trial (define-by-run; Ray
+Tune's ``OptunaSearch`` accepts the same function) and ``run_trial(params, cfg, dir)``
+turns the sampled choices into objective values:
+
+- ``genotype`` trials sample every edge's op and inputs and train the network briefly;
+- ``darts`` trials sample the cost weight λ, the space and the architecture learning rate,
+  run a cost-aware differentiable search, then train its derived genotype briefly.
+
+Objectives: ``accuracy`` (held-out part of the training set, maximize), ``params`` (M),
+``latency`` (ms, deploy form, measured on the configured device) and ``macs`` (M).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from nas.config import DataConfig, RuntimeConfig
+from nas.cost import count_macs, count_params, measure_latency
+from nas.deploy import to_deploy
+from nas.errors import ConfigError
+from nas.genotype import Genotype, save_genotype
+from nas.retrain import ModelConfig, TrainConfig, build_model, run_train
+from nas.run import atomic_write_text
+from nas.runtime import load_splits
+from nas.spaces import get_space
+
+from .darts import SearchConfig, SpaceConfig
+
+__all__ = [
+    "OBJECTIVES",
+    "MOConfig",
+    "TrialBudget",
+    "DartsTrialConfig",
+    "LatencyConfig",
+    "ConstraintConfig",
+    "RayConfig",
+    "define_space",
+    "genotype_from_params",
+    "run_trial",
+]
+
+log = logging.getLogger("nas")
+
+#: objective -> Optuna direction
+OBJECTIVES: dict[str, str] = {
+    "accuracy": "maximize",
+    "params": "minimize",
+    "latency": "minimize",
+    "macs": "minimize",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialBudget:
+    """Brief training of each trial's network (on a held-out split of the training set)."""
+
+    epochs: int = 2
+    init_channels: int = 8
+    layers: int = 5
+    lr: float = 0.05
+    drop_path: float = 0.0
+    holdout: float = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class DartsTrialConfig:
+    """Ranges sampled by ``darts`` trials, and the fixed search budget."""
+
+    cost_weight: tuple[float, float] = (1e-3, 3.0)  # log-uniform; 0 is a separate choice
+    spaces: list[str] = dataclasses.field(default_factory=lambda: ["full", "paper", "darts"])
+    arch_lr: tuple[float, float] = (1e-4, 3e-3)
+    cost_metric: Literal["params", "latency"] = "params"
+    epochs: int = 2
+    init_channels: int = 8
+    layers: int = 5
+    partial_channels: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyConfig:
+    device: str = "cpu"
+    batch_size: int = 1
+    repeats: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstraintConfig:
+    """Optuna constraints (feasible when ≤ 0); trials over budget skip training."""
+
+    params_max_m: float | None = None
+    latency_max_ms: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None  # None: start a local Ray; "auto" or "ray://host:port": join
+    num_cpus: int | None = None  # for a local Ray
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 2
+    max_failures: int = 2
+    asha: bool = False  # early stopping; needs a single (scalarized) objective
+    scalarize: dict = dataclasses.field(default_factory=dict)  # {objective: weight}
+
+
+@dataclasses.dataclass(frozen=True)
+class MOConfig:
+    name: str = "mo"
+    run_dir: str | None = None
+    driver: Literal["optuna", "ray"] = "optuna"
+    trial_kind: Literal["genotype", "darts"] = "genotype"
+    objectives: list[str] = dataclasses.field(
+        default_factory=lambda: ["accuracy", "params", "latency"]
+    )
+    n_trials: int = 20
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    population_size: int = 8
+    storage: str | None = None  # default: sqlite:///<run>/study.db
+    study_name: str | None = None
+    workers: int = 1
+    heartbeat_s: int = 60
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)
+    budget: TrialBudget = dataclasses.field(default_factory=TrialBudget)
+    darts: DartsTrialConfig = dataclasses.field(default_factory=DartsTrialConfig)
+    latency: LatencyConfig = dataclasses.field(default_factory=LatencyConfig)
+    constraints: ConstraintConfig = dataclasses.field(default_factory=ConstraintConfig)
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+    runtime: RuntimeConfig = dataclasses.field(
+        default_factory=lambda: RuntimeConfig(progress=False)
+    )
+    inject_failure: bool = False  # testing aid: the run's first trial attempt raises once
+
+    def validate(self) -> None:
+        if not self.objectives:
+            raise ConfigError("objectives: at least one")
+        for obj in self.objectives:
+            if obj not in OBJECTIVES:
+                raise ConfigError(
+                    f"objectives: unknown objective {obj!r} (known: {', '.join(OBJECTIVES)})"
+                )
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"objectives: duplicates in {self.objectives}")
+        if self.n_trials < 1 or self.workers < 1:
+            raise ConfigError("n_trials and workers must be >= 1")
+        for obj in self.ray.scalarize:
+            if obj not in OBJECTIVES:
+                raise ConfigError(f"ray.scalarize: unknown objective {obj!r}")
+        if self.ray.asha and not self.ray.scalarize:
+            raise ConfigError("ray.asha needs ray.scalarize (ASHA stops on one metric)")
+        self.space.build()
+        for name in self.darts.spaces:
+            get_space(name)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+
+def _node_pairs(node: int) -> list[str]:
+    return [f"{a},{b}" for a, b in itertools.combinations(range(node + 2), 2)]
+
+
+def define_space(trial: Any, cfg: MOConfig) -> None:
+    """Sample a trial's choices on an Optuna trial (define-by-run)."""
+    if cfg.trial_kind == "genotype":
+        space = cfg.space.build()
+        ops = [op for op in space.ops if op != "none"]
+        for cell in ("normal", "reduce"):
+            for node in range(space.steps):
+                trial.suggest_categorical(f"{cell}_n{node}_inputs", _node_pairs(node))
+                for k in range(2):
+                    trial.suggest_categorical(f"{cell}_n{node}_op{k}", ops)
+    else:
+        d = cfg.darts
+        use_cost = trial.suggest_categorical("use_cost", [True, False])
+        if use_cost:
+            trial.suggest_float("cost_weight", *d.cost_weight, log=True)
+        trial.suggest_categorical("space", list(d.spaces))
+        trial.suggest_float("arch_lr", *d.arch_lr, log=True)
+
+
+def genotype_from_params(params: dict[str, Any], cfg: MOConfig) -> Genotype:
+    """The genotype a ``genotype`` trial's sampled choices describe."""
+    space = cfg.space.build()
+    cells = {}
+    for cell in ("normal", "reduce"):
+        edges = []
+        for node in range(space.steps):
+            inputs = [int(v) for v in str(params[f"{cell}_n{node}_inputs"]).split(",")]
+            for k, inp in enumerate(inputs):
+                edges.append((params[f"{cell}_n{node}_op{k}"], inp))
+        cells[cell] = edges
+    return Genotype(cells["normal"], space.concat, cells["reduce"], space.concat).validate()
+
+
+def _train_cfg(cfg: MOConfig, trial_dir: Path) -> TrainConfig:
+    b = cfg.budget
+    return TrainConfig(
+        name=trial_dir.name,
+        run_dir=str(trial_dir / "train"),
+        data=dataclasses.replace(cfg.data, cutout=0),
+        model=ModelConfig(
+            genotype=str(trial_dir / "genotype.yaml"), init_channels=b.init_channels,
+            layers=b.layers,
+            auxiliary=False, drop_path=b.drop_path,
+        ),
+        optim=dataclasses.replace(TrainConfig().optim, epochs=b.epochs, lr=b.lr),
+        runtime=dataclasses.replace(cfg.runtime, progress=False),
+        holdout=b.holdout,
+    )
+
+
+def _search_genotype(params: dict[str, Any], cfg: MOConfig, trial_dir: Path) -> Genotype:
+    from .darts import run_search
+
+    d = cfg.darts
+    search = SearchConfig(
+        name=trial_dir.name,
+        run_dir=str(trial_dir / "search"),
+        data=cfg.data,
+        space=dataclasses.replace(cfg.space, name=params["space"], ops=None),
+        model=dataclasses.replace(
+            SearchConfig().model, init_channels=d.init_channels, layers=d.layers,
+            partial_channels=d.partial_channels, edge_norm=d.partial_channels > 1,
+        ),
+        optim=dataclasses.replace(SearchConfig().optim, epochs=d.epochs, lr=0.05, lr_min=0.0),
+        arch=dataclasses.replace(SearchConfig().arch, lr=float(params["arch_lr"])),
+        cost=dataclasses.replace(
+            SearchConfig().cost, metric=d.cost_metric,
+            weight=float(params.get("cost_weight", 0.0)) if params.get("use_cost") else 0.0,
+            device=cfg.latency.device,
+        ),
+        runtime=dataclasses.replace(cfg.runtime, progress=False),
+    )
+    return run_search(search).genotype
+
+
+def run_trial(
+    params: dict[str, Any],
+    cfg: MOConfig,
+    trial_dir: str | Path,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Objective values (and bookkeeping) for one trial's sampled ``params``."""
+    trial_dir = Path(trial_dir)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    marker = trial_dir.parent / ".injected_failure"
+    if cfg.inject_failure and not marker.exists():
+        marker.write_text(trial_dir.name)
+        raise RuntimeError(f"injected failure in {trial_dir.name} (inject_failure=true)")
+    if cfg.trial_kind == "genotype":
+        genotype = genotype_from_params(params, cfg)
+    else:
+        genotype = _search_genotype(params, cfg, trial_dir)
+    save_genotype(genotype, trial_dir / "genotype.yaml")
+    tcfg = _train_cfg(cfg, trial_dir)
+    sample, _ = load_splits(dataclasses.replace(cfg.data, limit=1), test=False)
+    shape = sample.shape
+    model = build_model(tcfg, shape[0], sample.num_classes, genotype)
+    deployed = to_deploy(model)
+    metrics: dict[str, Any] = {
+        "params": count_params(model) / 1e6,
+        "macs": count_macs(model, (1, *shape)) / 1e6,
+        "latency": measure_latency(
+            deployed, (cfg.latency.batch_size, *shape), cfg.latency.device,
+            repeats=cfg.latency.repeats,
+        ),
+    }
+    c = cfg.constraints
+    violations: dict[str, float] = {}
+    if c.params_max_m is not None:
+        violations["params"] = metrics["params"] - c.params_max_m
+    if c.latency_max_ms is not None:
+        violations["latency"] = metrics["latency"] - c.latency_max_ms
+    feasible = all(v <= 0 for v in violations.values())
+    if feasible:
+        [result] = run_train(tcfg, genotype, on_epoch=on_epoch)
+        metrics["accuracy"] = float(result.test_acc or 0.0)
+    else:  # over budget: not worth training; infeasible for the sampler anyway
+        metrics["accuracy"] = 0.0
+    metrics.update(
+        constraints=violations, feasible=feasible, genotype=str(genotype),
+        trial_dir=str(trial_dir),
+    )
+    atomic_write_text(trial_dir / "metrics.json", json.dumps(metrics, indent=1))
+    return metrics
