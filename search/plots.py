@@ -19,10 +19,11 @@ def plot_alphas(ops: tuple[str, ...] | list[str], record: dict[str, Any], path: 
     axes = fig.subplots(1, 2)
     for ax, cell in zip(axes, ("normal", "reduce")):
         weights = np.asarray(record[cell])
-        im = ax.imshow(weights, aspect="auto", cmap="viridis", vmin=0.0)
+        im = ax.imshow(weights, aspect="auto", cmap="viridis")  # auto range: early α are close
         ax.set_xticks(range(len(ops)), ops, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(weights.shape[0]), [f"e{i}" for i in range(weights.shape[0])])
-        ax.set_title(f"{cell} cell, epoch {record.get('epoch', '?')}")
+        epoch = record.get("epoch")
+        ax.set_title(f"softmax(α), {cell} cell" + ("" if epoch is None else f", epoch {epoch + 1}"))
         fig.colorbar(im, ax=ax, shrink=0.8)
     path = Path(path)
     fig.savefig(path, dpi=110)

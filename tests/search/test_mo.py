@@ -82,21 +82,21 @@ def _completed(run: Path) -> list[optuna.trial.FrozenTrial]:
 def test_killed_mo_search_continues_the_study(tmp_path):
     run = tmp_path / "mo"
     cmd = [sys.executable, "-m", "nas.cli", "mo-search", "quick", f"run_dir={run}", *TINY,
-           "n_trials=4", "budget.epochs=3"]
+           "n_trials=5", "budget.epochs=3", "study_name=mo"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (run / "study.db").exists() or not _completed(run):
+    while not (run / "trials" / "trial_0001").exists():  # trial 0 complete, trial 1 running
         assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kept = {t.number: t.values for t in _completed(run)}
-    assert 1 <= len(kept) < 4
+    assert 1 <= len(kept) < 5
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     after = {t.number: t.values for t in _completed(run)}
-    assert len(after) == 4
+    assert len(after) == 5
     assert all(after[n] == v for n, v in kept.items())  # finished trials kept as they were
 
 
