@@ -130,6 +130,20 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nas.baselines import BASELINES, resolve_genotype
+    from nas.genotype import plot_genotype
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = args.genotype.strip()
+    genotype = resolve_genotype(spec)
+    stem = spec if spec in BASELINES else Path(spec).stem if Path(spec).is_file() else "genotype"
+    for path in plot_genotype(genotype, out, stem=stem, fmt=args.format):
+        print(path)
+    return 0
+
+
 def _add(
     sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], doc: str
 ) -> argparse.ArgumentParser:
@@ -151,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="RUN", help="a finished `nas train` run folder")
     p.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("plot", help="plot the cells of a genotype (file, string or baseline)")
+    p.add_argument("genotype", help="genotype file, DARTS string or baseline name")
+    p.add_argument("--out", default=".", help="output folder")
+    p.add_argument("--format", default="png", choices=["png", "svg", "pdf"])
+    p.set_defaults(func=cmd_plot)
     _add(sub, "compare", cmd_compare, "train genotypes under one recipe; table + Pareto plots")
     p = sub.add_parser(
         "quickstart", help="search -> export -> retrain -> compare on the embedded sample"
