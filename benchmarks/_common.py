@@ -2,20 +2,26 @@
 
 Every script in ``benchmarks/`` times with :func:`time_ms` (warm-up, device-synchronized,
 median), measures memory with :func:`peak_memory`, and writes its rows with
-:func:`write_results` to ``benchmarks/results/<name>.json`` and ``<name>.md``.
+:func:`write_results` to ``benchmarks/results/<name>.json`` and ``<name>.md``. The pieces
+the scripts share besides (command-line arguments, run setup, ratios, the busy-CPU caveat,
+and for the loop comparisons ``search.py`` and ``train.py`` the timed block of steps and
+the reference ratios) are here too.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
+import gc
 import json
 import math
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +41,35 @@ __all__ = [
     "peak_memory",
     "markdown_table",
     "write_results",
+    "loadavg_1m",
+    "base_parser",
+    "add_threads_arg",
+    "add_loop_args",
+    "add_quick_out_args",
+    "apply_defaults",
+    "apply_runtime",
+    "setup_run",
+    "free_device_memory",
+    "LoopLabels",
+    "Cycler",
+    "time_steps",
+    "step_fields",
+    "ratio",
+    "add_ratios_vs_ref",
+    "pop_mem_methods",
+    "mem_method_meta",
+    "add_busy_cpu_note",
 ]
 
 #: Default output folder (git-ignored).
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 _MB = 2**20
+
+
+def loadavg_1m() -> float | None:
+    """The 1-minute load average, rounded; None where the OS has none."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def git_sha(short: bool = True) -> str:
@@ -88,7 +117,7 @@ def describe_env(device: torch.device) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "loadavg_1m": loadavg_1m(),
         "device": str(device),
     }
     if device.type == "cuda":
@@ -326,3 +355,189 @@ def write_results(
         print(text, end="")
         print(f"wrote {json_path} and {md_path}")
     return json_path, md_path
+
+
+# --- command line and run setup ------------------------------------------------------------
+
+
+def base_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser described by the first paragraph of ``doc``, with ``--device`` first."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads``: torch CPU threads."""
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def add_loop_args(p: argparse.ArgumentParser) -> None:
+    """``--channels-last`` (ours) and ``--workers`` (reference) of the loop comparisons."""
+    p.add_argument("--channels-last", action="store_true", help="ours: channels_last memory")
+    p.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (2)")
+
+
+def add_quick_out_args(
+    p: argparse.ArgumentParser, quick_help: str = "tiny settings: the smoke test"
+) -> None:
+    """``--quick`` and ``--out``, the last two arguments of every script."""
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+
+
+def apply_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
+    """Set the arguments still ``None`` from ``defaults``."""
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def apply_runtime(threads: int | None, device: torch.device) -> None:
+    """``--threads`` for torch, and cuDNN autotuning on CUDA."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def setup_run(
+    args: argparse.Namespace,
+    fill_defaults: Callable[[argparse.Namespace, torch.device], str | None],
+) -> torch.device | None:
+    """Resolve ``--device``, fill and check the arguments (``fill_defaults`` returns an error
+    message or None), then :func:`apply_runtime`. None after printing ``error: ...``."""
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    problem = fill_defaults(args, device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return None
+    apply_runtime(args.threads, device)
+    return device
+
+
+def free_device_memory(device: torch.device) -> None:
+    """Collect garbage (DataLoader workers, device tensors of a finished case) and hand
+    cached CUDA memory back."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# --- loop comparisons (search.py, train.py) -------------------------------------------------
+
+
+class LoopLabels:
+    """Table labels for one side of a loop comparison; the dataclass using it has the fields
+    ``loader`` (``"batchloader"`` or ``"torchvision"``) and ``amp``."""
+
+    loader: str  # annotations only: not fields of the dataclass
+    amp: bool
+
+    def dtype(self, device: torch.device) -> str:
+        return "bf16-autocast" if self.amp and device.type == "cuda" else "fp32"
+
+    def loader_label(self, workers: int) -> str:
+        if self.loader == "batchloader":
+            return "BatchLoader"
+        return f"torchvision DataLoader ({workers} workers)"
+
+
+class Cycler:
+    """Endless batches: calling it gives the next one of ``make_iter()``, starting a new
+    pass when one ends. The first pass starts at construction (DataLoader workers too)."""
+
+    def __init__(self, make_iter: Callable[[], Iterable[Any]]) -> None:
+        self._make = make_iter
+        self._it: Iterator[Any] = iter(make_iter())
+
+    def __call__(self) -> Any:
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self._make())
+            return next(self._it)
+
+
+def time_steps(
+    run: Callable[[int], Any], warmup: int, steps: int, device: torch.device
+) -> tuple[float, Any]:
+    """``run(warmup)`` untimed, then ``run(steps)`` timed as one block (synchronized before
+    and after, no syncs inside). Returns ms per step and what the timed ``run`` returned."""
+    run(warmup)
+    last: list[Any] = [None]
+
+    def block() -> None:
+        last[0] = run(steps)
+
+    block_ms = time_ms(block, device, warmup=0, repeats=1)
+    return block_ms / steps, last[0]
+
+
+def step_fields(ms: float, batch: int, mem: MemoryResult) -> dict[str, Any]:
+    """The measured fields of an ``ok`` row (``_`` keys are popped before writing)."""
+    return {
+        "ms_per_step": round(ms, 3),
+        "images_per_s": round(batch * 1e3 / ms, 2),
+        "peak_mem_MB": round(mem.mb, 3),
+        "status": "ok",
+        "_mem_method": mem.method,
+        "_peak_bytes": mem.bytes,
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b`` rounded to 3 decimals; None when either is missing or ``b <= 0``."""
+    if a is None or b is None or b <= 0:
+        return None
+    return round(a / b, 3)
+
+
+def add_ratios_vs_ref(rows: list[dict[str, Any]], rate_key: str) -> None:
+    """``speedup_vs_ref`` = ``rate_key`` over the reference's, ``mem_ratio_vs_ref`` = peak
+    memory over the reference's, per batch size, for the ``ok`` rows."""
+    for batch in sorted({r["batch"] for r in rows}):
+        block = [r for r in rows if r["batch"] == batch]
+        ref = next((r for r in block if r["loop"] == "reference" and r["status"] == "ok"), None)
+        for r in block:
+            if ref is None or r["status"] != "ok":
+                continue
+            r["speedup_vs_ref"] = ratio(r[rate_key], ref[rate_key])
+            r["mem_ratio_vs_ref"] = ratio(r["_peak_bytes"], ref["_peak_bytes"])
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def pop_mem_methods(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Remove ``_mem_method`` and ``_peak_bytes`` from the rows; the methods, sorted."""
+    methods = sorted({r.pop("_mem_method") for r in rows if "_mem_method" in r})
+    for r in rows:
+        r.pop("_peak_bytes", None)
+    return methods
+
+
+def mem_method_meta(methods: Sequence[str]) -> str | Sequence[str]:
+    """The ``mem_method`` metadata value: the method when there is one, else the list."""
+    return methods[0] if len(methods) == 1 else methods
+
+
+def add_busy_cpu_note(
+    notes: list[str],
+    device: torch.device,
+    meta: dict[str, Any],
+    included: str = "this run and its DataLoader workers included",
+    advice: str = "timings are inflated; compare within this file only",
+) -> None:
+    """Append (and print as a warning) a caveat when other processes competed for the cores
+    of a CPU run: a 1-minute load of at least 3/4 of the cores plus one."""
+    load, cores = meta.get("loadavg_1m"), meta.get("cpu_count")
+    if device.type != "cpu" or load is None or not cores or load < cores * 0.75 + 1:
+        return
+    note = f"CPU busy during the run (1-min load {load} on {cores} cores, {included}): {advice}"
+    notes.append(note)
+    print(f"warning: {note}", file=sys.stderr)

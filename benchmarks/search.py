@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
-import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -35,7 +33,27 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _common import describe_env, peak_memory, resolve_device, time_ms, write_results
+from _common import (
+    Cycler,
+    LoopLabels,
+    add_busy_cpu_note,
+    add_loop_args,
+    add_quick_out_args,
+    add_ratios_vs_ref,
+    add_threads_arg,
+    apply_defaults,
+    base_parser,
+    describe_env,
+    free_device_memory,
+    loadavg_1m,
+    mem_method_meta,
+    peak_memory,
+    pop_mem_methods,
+    setup_run,
+    step_fields,
+    time_steps,
+    write_results,
+)
 
 from nas.config import DataConfig, RuntimeConfig
 from nas.data import torchvision_loader
@@ -91,7 +109,7 @@ COLUMNS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Loop:
+class Loop(LoopLabels):
     """One side of the comparison."""
 
     name: str
@@ -100,14 +118,6 @@ class Loop:
     edge_norm: bool
     amp: bool
     channels_last: bool
-
-    def dtype(self, device: torch.device) -> str:
-        return "bf16-autocast" if self.amp and device.type == "cuda" else "fp32"
-
-    def loader_label(self, workers: int) -> str:
-        if self.loader == "batchloader":
-            return "BatchLoader"
-        return f"torchvision DataLoader ({workers} workers)"
 
 
 def loops_from(args: argparse.Namespace) -> list[Loop]:
@@ -206,14 +216,10 @@ class _Stepper:
     def __init__(self, job: SearchJob) -> None:
         self.job = job
         job.start_epoch(0)
-        self._it = iter(job.batches())
+        self._batches = Cycler(job.batches)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            return next(self._it)
-        except StopIteration:
-            self._it = iter(self.job.batches())
-            return next(self._it)
+        return self._batches()
 
     def step(self) -> Any:
         return self.job.step(self.next_batch())
@@ -253,19 +259,12 @@ def bench_case(
         torch.manual_seed(0)
         job = build_job(loop, batch, args, device, run_dir)
         stepper = _Stepper(job)
-        stepper.run(args.warmup)
-        block_ms = time_ms(lambda: stepper.run(args.steps), device, warmup=0, repeats=1)
+        ms, _ = time_steps(stepper.run, args.warmup, args.steps, device)
         mem = _step_memory(stepper, device)
-    ms = block_ms / args.steps
     return {
         **_case_fields(loop, batch, args, device),
-        "ms_per_step": round(ms, 3),
+        **step_fields(ms, batch, mem),
         "steps_per_s": round(1e3 / ms, 4),
-        "images_per_s": round(batch * 1e3 / ms, 2),
-        "peak_mem_MB": round(mem.mb, 3),
-        "status": "ok",
-        "_mem_method": mem.method,
-        "_peak_bytes": mem.bytes,
     }
 
 
@@ -291,35 +290,6 @@ def _case_fields(
     }
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b <= 0:
-        return None
-    return round(a / b, 3)
-
-
-def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """``speedup_vs_ref`` = steps/s over the reference's, ``mem_ratio_vs_ref`` = peak memory
-    over the reference's, both at the same batch size."""
-    for batch in sorted({r["batch"] for r in rows}):
-        block = [r for r in rows if r["batch"] == batch]
-        ref = next((r for r in block if r["loop"] == "reference" and r["status"] == "ok"), None)
-        for r in block:
-            if ref is None or r["status"] != "ok":
-                continue
-            r["speedup_vs_ref"] = _ratio(r["steps_per_s"], ref["steps_per_s"])
-            r["mem_ratio_vs_ref"] = _ratio(r["_peak_bytes"], ref["_peak_bytes"])
-
-
-def _busy_cpu_note(device: torch.device, meta: dict[str, Any]) -> str | None:
-    load, cores = meta.get("loadavg_1m"), meta.get("cpu_count")
-    if device.type != "cpu" or load is None or not cores or load < cores * 0.75 + 1:
-        return None
-    return (
-        f"CPU busy during the run (1-min load {load} on {cores} cores, this run and its "
-        "DataLoader workers included): timings are inflated; compare within this file only"
-    )
-
-
 def _settings_note(args: argparse.Namespace, device: torch.device) -> str:
     return (
         f"settings: space `{SPACE}` (13 ops), supernet C={args.channels}, "
@@ -332,8 +302,7 @@ def _settings_note(args: argparse.Namespace, device: torch.device) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """CLI arguments; unset ones take the device's (or ``--quick``'s) defaults in main."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p = base_parser(__doc__)
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 64 256)")
     p.add_argument("--steps", type=int, help="timed search steps per case (CUDA 30, CPU 2)")
     p.add_argument("--warmup", type=int, help="untimed steps first (CUDA 5, CPU 1)")
@@ -341,20 +310,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, help="supernet init channels C (CUDA 16, CPU 8)")
     p.add_argument("--layers", type=int, help="supernet cells (CUDA 8, CPU 5; at least 3)")
     p.add_argument("--partial-k", type=int, default=4, help="ours: PC-DARTS K (default 4)")
-    p.add_argument("--channels-last", action="store_true", help="ours: channels_last memory")
-    p.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (2)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quick", action="store_true", help="tiny settings: the smoke test")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    add_loop_args(p)
+    add_threads_arg(p)
+    add_quick_out_args(p)
     return p.parse_args(argv)
 
 
 def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
     """Fill unset arguments; returns an error message for invalid values."""
     defaults = QUICK if args.quick else DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, defaults)
     bad = [k for k in ("steps", "image_size", "channels", "partial_k") if getattr(args, k) < 1]
     bad += ["batches"] if min(args.batches) < 1 else []
     bad += ["threads"] if args.threads is not None and args.threads < 1 else []
@@ -372,20 +337,10 @@ def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (2 on bad input, 1 if a case failed)."""
     args = parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    device = setup_run(args, fill_defaults)
+    if device is None:
         return 2
-    problem = fill_defaults(args, device)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    load_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    load_start = loadavg_1m()
     loops = loops_from(args)
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -401,19 +356,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row = {**_case_fields(loop, batch, args, device), "status": "error"}
                 failures.append(f"{tag}: {type(err).__name__}: {err}")
                 print(f"FAILED {tag}: {type(err).__name__}: {err}", file=sys.stderr)
-            gc.collect()  # DataLoader workers and device memory of the case go now
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            free_device_memory(device)  # DataLoader workers and device memory of the case
             rows.append(row)
             if row["status"] == "ok":
                 print(
                     f"{tag}: {row['ms_per_step']:.1f} ms/step, {row['peak_mem_MB']:.1f} MB",
                     file=sys.stderr,
                 )
-    add_ratios(rows)
-    methods = sorted({r.pop("_mem_method") for r in rows if "_mem_method" in r})
-    for r in rows:
-        r.pop("_peak_bytes", None)
+    add_ratios_vs_ref(rows, "steps_per_s")
+    methods = pop_mem_methods(rows)
     meta = describe_env(device)
     meta.update(
         benchmark="search",
@@ -421,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         space=SPACE,
         loops=[dataclasses.asdict(loop) for loop in loops],
         loadavg_1m_start=load_start,
-        mem_method=methods[0] if len(methods) == 1 else methods,
+        mem_method=mem_method_meta(methods),
         failures=failures,
     )
     ours = loops[1]
@@ -449,10 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "speedup_vs_ref = steps_per_s / reference steps_per_s; mem_ratio_vs_ref = peak / "
         "reference peak; same batch, same run",
     ]
-    busy = _busy_cpu_note(device, meta)
-    if busy:
-        notes.append(busy)
-        print(f"warning: {busy}", file=sys.stderr)
+    add_busy_cpu_note(notes, device, meta)
     if failures:
         notes.append(f"FAILED cases: {'; '.join(failures)}")
     write_results("search", rows, meta, args.out, COLUMNS, notes=notes)
