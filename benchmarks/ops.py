@@ -27,9 +27,18 @@ from typing import Any
 
 import torch
 from _common import (
+    add_busy_cpu_note,
+    add_quick_out_args,
+    add_threads_arg,
+    apply_defaults,
+    apply_runtime,
+    base_parser,
     describe_env,
     markdown_table,
+    mem_method_meta,
     peak_memory,
+    pop_mem_methods,
+    ratio,
     resolve_device,
     time_ms,
     write_results,
@@ -180,20 +189,14 @@ def bench_op(
     }
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b <= 0:
-        return None
-    return round(a / b, 3)
-
-
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Fill the ``ratio_*`` columns from the reference rows of the same setting."""
     refs = {r["op"]: r for r in rows if r["op"] in (REF_CONV, REF_SEP)}
     conv, sep = refs.get(REF_CONV), refs.get(REF_SEP)
     for r in rows:
-        r["ratio_vs_conv3x3"] = _ratio(r["fwd_bwd_ms"], conv and conv["fwd_bwd_ms"])
-        r["ratio_vs_sep3x3"] = _ratio(r["fwd_bwd_ms"], sep and sep["fwd_bwd_ms"])
-        r["mem_ratio_vs_conv3x3"] = _ratio(r["_peak_bytes"], conv and conv["_peak_bytes"])
+        r["ratio_vs_conv3x3"] = ratio(r["fwd_bwd_ms"], conv and conv["fwd_bwd_ms"])
+        r["ratio_vs_sep3x3"] = ratio(r["fwd_bwd_ms"], sep and sep["fwd_bwd_ms"])
+        r["mem_ratio_vs_conv3x3"] = ratio(r["_peak_bytes"], conv and conv["_peak_bytes"])
 
 
 def _geomean(values: Sequence[float | None]) -> float | None:
@@ -209,7 +212,7 @@ def summary_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name in ops:
         mine = [r for r in rows if r["op"] == name]
-        deploy_speedup = [_ratio(r["eval_ms_train_form"], r["eval_ms_deploy"]) for r in mine]
+        deploy_speedup = [ratio(r["eval_ms_train_form"], r["eval_ms_deploy"]) for r in mine]
         out.append(
             {
                 "op": name,
@@ -247,22 +250,9 @@ def select_ops(patterns: Sequence[str]) -> list[str]:
     return [REF_CONV, REF_SEP, *rest]
 
 
-def _busy_cpu_note(device: torch.device, meta: dict[str, Any]) -> str | None:
-    """A caveat when other processes compete for the cores this CPU run used."""
-    load, cores = meta.get("loadavg_1m"), meta.get("cpu_count")
-    if device.type != "cpu" or load is None or not cores or load < cores * 0.75 + 1:
-        return None
-    return (
-        f"CPU busy during the run (1-min load {load} on {cores} cores, this run included): "
-        "multi-threaded timings of small ops can be inflated many-fold; "
-        "compare within a run, or rerun with --threads 1 on a quiet machine"
-    )
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """CLI arguments; ``--quick`` changes the defaults of the ones not given."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p = base_parser(__doc__)
     p.add_argument("--channels", type=int, nargs="+", help="C values (default 16 36)")
     p.add_argument("--sizes", type=int, nargs="+", help="H=W values (default 32 16)")
     p.add_argument("--batch", type=int, help="batch size (default 32)")
@@ -272,15 +262,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--budget", type=float, default=BUDGET_S, help="seconds per measurement (default 1.5)"
     )
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads_arg(p)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
-    p.add_argument("--quick", action="store_true", help="one small setting, few repeats")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    add_quick_out_args(p, "one small setting, few repeats")
     args = p.parse_args(argv)
-    defaults = QUICK if args.quick else DEFAULTS
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, QUICK if args.quick else DEFAULTS)
     bad = [k for k in ("batch", "repeats") if getattr(args, k) < 1]
     bad += [k for k in ("channels", "sizes") if min(getattr(args, k)) < 1]
     bad += ["threads"] if args.threads is not None and args.threads < 1 else []
@@ -299,10 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    apply_runtime(args.threads, device)
     settings = settings_from(args)
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -321,14 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{tag}: {block[-1]['fwd_bwd_ms']:.2f} ms", file=sys.stderr)
         add_ratios(block)
         rows.extend(block)
-    methods = sorted({r.pop("_mem_method") for r in rows})
-    for r in rows:
-        del r["_peak_bytes"]
+    methods = pop_mem_methods(rows)
     meta = describe_env(device)
     meta.update(
         benchmark="ops",
         args=vars(args),
-        mem_method=methods[0] if len(methods) == 1 else methods,
+        mem_method=mem_method_meta(methods),
         references={REF_CONV: "ReLU -> Conv2d 3x3 (no bias) -> BN", REF_SEP: "registry op"},
         failures=failures,
         summary=summary_rows(rows),
@@ -340,10 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.repeats} timed calls after up to {args.warmup} warm-up calls "
         f"({args.budget:g} s budget per measurement, at least 3 calls)",
     ]
-    busy = _busy_cpu_note(device, meta)
-    if busy:
-        notes.append(busy)
-        print(f"warning: {busy}", file=sys.stderr)
+    add_busy_cpu_note(
+        notes,
+        device,
+        meta,
+        included="this run included",
+        advice="multi-threaded timings of small ops can be inflated many-fold; "
+        "compare within a run, or rerun with --threads 1 on a quiet machine",
+    )
     if failures:
         notes.append(f"FAILED cases: {'; '.join(failures)}")
     summary = meta["summary"]

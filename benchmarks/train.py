@@ -27,21 +27,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import math
-import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from _common import (
+    Cycler,
+    LoopLabels,
     MemoryResult,
+    add_busy_cpu_note,
+    add_loop_args,
+    add_quick_out_args,
+    add_ratios_vs_ref,
+    add_threads_arg,
+    apply_defaults,
+    base_parser,
     describe_env,
+    free_device_memory,
+    loadavg_1m,
+    mem_method_meta,
     peak_memory,
-    resolve_device,
-    time_ms,
+    pop_mem_methods,
+    setup_run,
+    step_fields,
+    time_steps,
     write_results,
 )
 from torch import nn
@@ -90,7 +102,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
-class Loop:
+class Loop(LoopLabels):
     """One side of the comparison."""
 
     name: str
@@ -98,14 +110,6 @@ class Loop:
     amp: bool
     channels_last: bool
     compile: bool
-
-    def dtype(self, device: torch.device) -> str:
-        return "bf16-autocast" if self.amp and device.type == "cuda" else "fp32"
-
-    def loader_label(self, workers: int) -> str:
-        if self.loader == "batchloader":
-            return "BatchLoader"
-        return f"torchvision DataLoader ({workers} workers)"
 
 
 def loops_from(args: argparse.Namespace) -> list[Loop]:
@@ -158,14 +162,10 @@ class OursLoop:
         # start_epoch ramps drop path from 0; use the recipe's value so the op really runs.
         self.job.model.drop_path_prob = cfg.model.drop_path
         self.model = self.job.model
-        self._it = iter(self.job.batches())
+        self._batches = Cycler(self.job.batches)
 
     def next_batch(self) -> Batch:
-        try:
-            return next(self._it)
-        except StopIteration:
-            self._it = iter(self.job.batches())
-            return next(self._it)
+        return self._batches()
 
     def step(self, batch: Batch) -> torch.Tensor:
         return self.job.step(batch)[0]
@@ -226,14 +226,10 @@ class ReferenceLoop:
             seed=cfg.runtime.seed,
             pin_memory=device.type == "cuda",
         )
-        self._it: Iterator[Batch] = iter(self.loader)
+        self._batches = Cycler(lambda: self.loader)
 
     def next_batch(self) -> Batch:
-        try:
-            return next(self._it)
-        except StopIteration:
-            self._it = iter(self.loader)
-            return next(self._it)
+        return self._batches()
 
     def step(self, batch: Batch) -> torch.Tensor:
         x, y = batch
@@ -282,18 +278,13 @@ def step_memory(loop_obj: OursLoop | ReferenceLoop, device: torch.device) -> Mem
 def _measure(
     loop_obj: OursLoop | ReferenceLoop, args: argparse.Namespace, device: torch.device
 ) -> tuple[float, float, MemoryResult]:
-    """Warm-up steps, the timed block (ms), the last loss (one sync, after timing), memory."""
-    _run(loop_obj, args.warmup)
-    last: list[torch.Tensor | None] = [None]
-
-    def block() -> None:
-        last[0] = _run(loop_obj, args.steps)
-
-    block_ms = time_ms(block, device, warmup=0, repeats=1)
-    loss = float(last[0].detach()) if last[0] is not None else math.nan
+    """Warm-up steps, the timed block (ms per step), the last loss (one sync, after timing),
+    memory."""
+    ms, last = time_steps(lambda n: _run(loop_obj, n), args.warmup, args.steps, device)
+    loss = float(last.detach()) if last is not None else math.nan
     if not math.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss} after the timed steps")
-    return block_ms, loss, step_memory(loop_obj, device)
+    return ms, loss, step_memory(loop_obj, device)
 
 
 def bench_case(
@@ -307,17 +298,11 @@ def bench_case(
     else:
         del model
         loop_obj = OursLoop(cfg, state)
-    block_ms, loss, mem = _measure(loop_obj, args, device)
+    ms, loss, mem = _measure(loop_obj, args, device)
     params = count_params(loop_obj.model)
-    ms = block_ms / args.steps
     return {
         **_case_fields(loop, args, device),
-        "ms_per_step": round(ms, 3),
-        "images_per_s": round(args.batch * 1e3 / ms, 2),
-        "peak_mem_MB": round(mem.mb, 3),
-        "status": "ok",
-        "_mem_method": mem.method,
-        "_peak_bytes": mem.bytes,
+        **step_fields(ms, args.batch, mem),
         "_params": params,
         "_loss": round(loss, 4),
     }
@@ -341,38 +326,10 @@ def _case_fields(loop: Loop, args: argparse.Namespace, device: torch.device) -> 
     }
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b <= 0:
-        return None
-    return round(a / b, 3)
-
-
-def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """``speedup_vs_ref`` = images/s over the reference's, ``mem_ratio_vs_ref`` = peak memory
-    over the reference's (same batch, same run)."""
-    ref = next((r for r in rows if r["loop"] == "reference" and r["status"] == "ok"), None)
-    if ref is None:
-        return
-    for r in rows:
-        if r["status"] == "ok":
-            r["speedup_vs_ref"] = _ratio(r["images_per_s"], ref["images_per_s"])
-            r["mem_ratio_vs_ref"] = _ratio(r["_peak_bytes"], ref["_peak_bytes"])
-
-
 def _is_oom(err: BaseException) -> bool:
     if isinstance(err, torch.cuda.OutOfMemoryError):
         return True
     return "out of memory" in str(err).lower()  # e.g. wrapped by torch.compile
-
-
-def _busy_cpu_note(device: torch.device, meta: dict[str, Any]) -> str | None:
-    load, cores = meta.get("loadavg_1m"), meta.get("cpu_count")
-    if device.type != "cpu" or load is None or not cores or load < cores * 0.75 + 1:
-        return None
-    return (
-        f"CPU busy during the run (1-min load {load} on {cores} cores, this run and its "
-        "DataLoader workers included): timings are inflated; compare within this file only"
-    )
 
 
 def _settings_note(args: argparse.Namespace, device: torch.device) -> str:
@@ -387,29 +344,24 @@ def _settings_note(args: argparse.Namespace, device: torch.device) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """CLI arguments; unset ones take the device's (or ``--quick``'s) defaults in main."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p = base_parser(__doc__)
     p.add_argument("--batch", type=int, help="batch size (CUDA 96, CPU 32)")
     p.add_argument("--channels", type=int, help="initial channels C (CUDA 36, CPU 16)")
     p.add_argument("--layers", type=int, help="cells (CUDA 20, CPU 8; at least 3)")
     p.add_argument("--steps", type=int, help="timed training steps per loop (CUDA 50, CPU 5)")
     p.add_argument("--warmup", type=int, help="untimed steps first (CUDA 10, CPU 1)")
     p.add_argument("--image-size", type=int, help="H=W of the synthetic images (32)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads_arg(p)
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the network")
-    p.add_argument("--channels-last", action="store_true", help="ours: channels_last memory")
-    p.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (2)")
-    p.add_argument("--quick", action="store_true", help="tiny settings: the smoke test")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    add_loop_args(p)
+    add_quick_out_args(p)
     return p.parse_args(argv)
 
 
 def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
     """Fill unset arguments; returns an error message for invalid values."""
     defaults = QUICK if args.quick else DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, defaults)
     bad = [k for k in ("batch", "channels", "steps", "image_size") if getattr(args, k) < 1]
     bad += ["threads"] if args.threads is not None and args.threads < 1 else []
     bad += ["warmup"] if args.warmup < 0 else []
@@ -424,20 +376,10 @@ def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (2 on bad input, 1 if a loop failed)."""
     args = parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    device = setup_run(args, fill_defaults)
+    if device is None:
         return 2
-    problem = fill_defaults(args, device)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    load_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    load_start = loadavg_1m()
     loops = loops_from(args)
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -452,20 +394,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             what = "OOM" if oom else "FAILED"
             print(f"{what} {loop.name}: {type(err).__name__}: {str(err).splitlines()[0]}",
                   file=sys.stderr)
-        gc.collect()  # DataLoader workers and device memory of the loop go now
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_device_memory(device)  # DataLoader workers and device memory of the loop
         rows.append(row)
         if row["status"] == "ok":
             print(f"{loop.name}: {row['ms_per_step']:.1f} ms/step, "
                   f"{row['images_per_s']:.1f} images/s, {row['peak_mem_MB']:.1f} MB",
                   file=sys.stderr)
-    add_ratios(rows)
-    methods = sorted({r.pop("_mem_method") for r in rows if "_mem_method" in r})
+    add_ratios_vs_ref(rows, "images_per_s")
+    methods = pop_mem_methods(rows)
     params = {r["loop"]: r.pop("_params") for r in rows if "_params" in r}
     losses = {r["loop"]: r.pop("_loss") for r in rows if "_loss" in r}
-    for r in rows:
-        r.pop("_peak_bytes", None)
     meta = describe_env(device)
     tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
     recipe = train_config(args, device, loops[1])
@@ -478,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         last_loss=losses,
         cudnn_allow_tf32=tf32,
         loadavg_1m_start=load_start,
-        mem_method=methods[0] if len(methods) == 1 else methods,
+        mem_method=mem_method_meta(methods),
         failures=failures,
     )
     ours = loops[1]
@@ -519,10 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ours.compile and args.warmup < 1:
         notes.append("torch.compile with no warm-up step: compilation is inside the timed block")
         print(f"warning: {notes[-1]}", file=sys.stderr)
-    busy = _busy_cpu_note(device, meta)
-    if busy:
-        notes.append(busy)
-        print(f"warning: {busy}", file=sys.stderr)
+    add_busy_cpu_note(notes, device, meta)
     if failures:
         notes.append(f"FAILED loops: {'; '.join(failures)}")
     write_results("train", rows, meta, args.out, COLUMNS, notes=notes)

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "train.py"
+from _bench_helpers import quick_run
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    out = tmp_path_factory.mktemp("bench_train")
-    # One thread: on a busy shared CPU, multi-threaded tiny convolutions can be 100x slower.
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "--quick",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads((out / "train.json").read_text()), out
+    return quick_run("train", tmp_path_factory.mktemp("bench_train"))
 
 
 def test_both_loops_have_positive_rates(quick_result: tuple[dict, Path]) -> None:

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _bench_helpers import BENCHMARKS, quick_run
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "ops.py"
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    # One thread: on a busy shared CPU, multi-threaded tiny convolutions can be 100x slower.
-    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--threads", "1", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+SCRIPT = BENCHMARKS / "ops.py"
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    out = tmp_path_factory.mktemp("bench")
-    proc = _run("--quick", "--ops", "c2sp*", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    return json.loads((out / "ops.json").read_text()), out
+    return quick_run("ops", tmp_path_factory.mktemp("bench"), "--ops", "c2sp*")
 
 
 def test_quick_rows_have_positive_times(quick_result: tuple[dict, Path]) -> None:
