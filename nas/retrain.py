@@ -34,7 +34,7 @@ from nas.network import NetworkCIFAR
 from nas.ops import clamp_bdsc_, ssl_penalty
 from nas.run import RunDir, atomic_write_bytes, atomic_write_text
 from nas.runtime import autocast, check_device, load_splits, make_loader, open_run
-from nas.train import IMAGES_PER_S, fit, seed_everything, sgd_param_groups
+from nas.train import IMAGES_PER_S, fit, seed_everything, sgd_cosine
 
 __all__ = ["TrainConfig", "ModelConfig", "TrainJob", "TrainResult", "run_train", "build_model"]
 
@@ -130,13 +130,8 @@ class TrainJob:
         self.forward: nn.Module = self.model
         if cfg.runtime.compile:
             self.forward = torch.compile(self.model)
-        self.optimizer = torch.optim.SGD(
-            sgd_param_groups(self.model, self.model.parameters(), cfg.optim.weight_decay),
-            lr=cfg.optim.lr,
-            momentum=cfg.optim.momentum,
-        )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, max(cfg.optim.epochs, 1), eta_min=cfg.optim.lr_min
+        self.optimizer, self.scheduler = sgd_cosine(
+            self.model, self.model.parameters(), cfg.optim
         )
         self.best_acc = 0.0
         self.last_acc: float | None = None

@@ -31,6 +31,7 @@ __all__ = [
     "EPOCH_TIME",
     "IMAGES_PER_S",
     "sgd_param_groups",
+    "sgd_cosine",
 ]
 
 log = logging.getLogger("nas")
@@ -182,3 +183,17 @@ def sgd_param_groups(model: torch.nn.Module, params, weight_decay: float) -> lis
     if free:
         groups.append({"params": free, "weight_decay": 0.0})
     return groups
+
+
+def sgd_cosine(model: torch.nn.Module, params, optim) -> tuple[torch.optim.SGD, Any]:
+    """The DARTS weight optimizer: SGD with momentum, cosine-annealed to ``optim.lr_min``.
+
+    ``optim`` is an :class:`nas.config.OptimConfig`; SSL displacements get no weight decay.
+    """
+    optimizer = torch.optim.SGD(
+        sgd_param_groups(model, params, optim.weight_decay), lr=optim.lr, momentum=optim.momentum
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, max(optim.epochs, 1), eta_min=optim.lr_min
+    )
+    return optimizer, scheduler

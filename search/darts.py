@@ -27,7 +27,7 @@ from nas.ops import clamp_bdsc_, ssl_penalty
 from nas.run import RunDir, atomic_write_text
 from nas.runtime import autocast, check_device, load_splits, make_loader, open_run
 from nas.spaces import SearchSpace, get_space
-from nas.train import fit, seed_everything, sgd_param_groups
+from nas.train import fit, seed_everything, sgd_cosine
 
 from .plots import plot_alphas
 from .supernet import Supernet
@@ -245,13 +245,8 @@ class SearchJob:
         ).to(self.device)
         if cfg.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.w_optimizer = torch.optim.SGD(
-            sgd_param_groups(self.model, self.model.weight_parameters(), cfg.optim.weight_decay),
-            lr=cfg.optim.lr,
-            momentum=cfg.optim.momentum,
-        )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.w_optimizer, max(cfg.optim.epochs, 1), eta_min=cfg.optim.lr_min
+        self.w_optimizer, self.scheduler = sgd_cosine(
+            self.model, self.model.weight_parameters(), cfg.optim
         )
         self.architect = Architect(self.model, cfg.arch)
         self.cost = None
