@@ -49,9 +49,14 @@ def _plot(rows, front, key: str, label: str, path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.scatter(cost[~front], acc[~front], c="tab:gray", s=18, label="trials")
-    ax.scatter(cost[front], acc[front], c="tab:red", s=30, label="Pareto front")
-    order = np.argsort(cost[front])
-    ax.plot(cost[front][order], acc[front][order], c="tab:red", lw=1, alpha=0.6)
+    ax.scatter(cost[front], acc[front], c="tab:red", s=30, label="Pareto front (all objectives)")
+    # The line follows the front of this 2-D projection only; with three objectives a
+    # red point may sit below it (it wins on the objective not shown).
+    feasible = np.array([bool(r["feasible"]) for r in rows])
+    flat = pareto_mask(np.where(feasible, acc, -1.0), cost) & feasible
+    order = np.argsort(cost[flat])
+    ax.step(cost[flat][order], acc[flat][order], where="post", c="tab:red", lw=1, alpha=0.6,
+            label="front of this projection")
     for r, x, y, f in zip(rows, cost, acc, front):
         if f:
             ax.annotate(str(r["trial"]), (x, y), textcoords="offset points", xytext=(3, 3),
