@@ -69,8 +69,8 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict]:
     print(
         f"\nQuickstart done in {minutes:.1f} min. Results: {root / 'compare' / 'compare.md'},"
         f" plots: {root / 'compare'}/pareto_*.png\n"
-        "These are SMOKE-SCALE numbers (a 1,000-image sample, a few epochs): they show that\n"
-        "search -> export -> retrain -> compare works, not which cell is better.\n\n"
+        "These are SMOKE-SCALE numbers (the 2,000-image embedded sample, 3 epochs): they show\n"
+        "that search -> export -> retrain -> compare works, not which cell is better.\n\n"
         + REAL_FLOW
     )
     return rows
