@@ -24,7 +24,7 @@ from nas.deploy import to_deploy
 from nas.errors import ConfigError
 from nas.pareto import pareto_mask
 from nas.retrain import TrainConfig, TrainResult, run_train
-from nas.run import atomic_write_text
+from nas.run import atomic_savefig, atomic_write_text
 from nas.runtime import open_run
 
 from .deploy import load_trained
@@ -155,13 +155,12 @@ def _plot(rows: list[dict[str, Any]], key: str, label: str, path: Path) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
 
 
 def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
     """Train (or reuse) every entry for every seed; write table, CSV and Pareto plots."""
-    run = open_run(cfg.name, cfg.run_dir)
-    try:
+    with open_run(cfg.name, cfg.run_dir, "compare") as run:
         run.save_config(dump_config(cfg))
         rows = []
         for entry in cfg.entries:
@@ -183,5 +182,3 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
         _plot(rows, "latency_ms", f"latency (ms, {cfg.latency_device})", run / "pareto_latency.png")
         print(table)
         return rows
-    finally:
-        run.detach_log()

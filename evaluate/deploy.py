@@ -16,7 +16,7 @@ from nas.data import BatchLoader
 from nas.deploy import to_deploy
 from nas.errors import ConfigError
 from nas.retrain import TrainConfig, build_model
-from nas.run import RunDir, atomic_write_text
+from nas.run import CheckpointError, RunDir, atomic_write_text, error_summary, load_weights
 from nas.runtime import load_splits
 
 __all__ = ["deploy_run", "load_trained"]
@@ -30,12 +30,27 @@ def load_trained(run_dir: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
     cfg_path, weights = run_dir / "config.yaml", run_dir / "model.pt"
     if not cfg_path.is_file() or not weights.is_file():
         raise ConfigError(f"{run_dir} is not a finished training run (needs config.yaml, model.pt)")
-    cfg = build(TrainConfig, yaml.safe_load(cfg_path.read_text()))
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    stem = state["stem.0.weight"]
-    classifier = state["classifier.weight"]
-    model = build_model(cfg, stem.shape[1], classifier.shape[0])
-    model.load_state_dict(state)
+    try:
+        data = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{cfg_path}: not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cfg_path}: expected a mapping at the top level")
+    try:
+        cfg = build(TrainConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg_path}: {exc}") from None
+    state = load_weights(weights, what="trained weights", hint="retrain the run")
+    try:
+        stem, classifier = state["stem.0.weight"], state["classifier.weight"]
+        model = build_model(cfg, stem.shape[1], classifier.shape[0])
+        model.load_state_dict(state)
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{weights}: weights do not match the network in {cfg_path.name} "
+            f"({error_summary(exc)}); retrain the run"
+        ) from None
     return model.eval(), cfg
 
 
@@ -62,6 +77,7 @@ def deploy_run(run_dir: str | Path, batch_size: int = 64, atol: float = 1e-4) ->
     """Deploy the run's model, check it against the trained form on held-out images."""
     run_dir = Path(run_dir)
     model, cfg = load_trained(run_dir)
+    run = RunDir(run_dir)  # a read-only folder fails here, not after the measurements
     _, test = load_splits(cfg.data)
     assert test is not None  # load_splits(test=True) always returns a test split
     shape = tuple(test.shape)
@@ -78,9 +94,8 @@ def deploy_run(run_dir: str | Path, batch_size: int = 64, atol: float = 1e-4) ->
         "train_form": _profile(model, shape),
         "deploy_form": _profile(deployed, shape),
     }
-    atomic_write_text(run_dir / "deploy.json", json.dumps(report, indent=1))
+    atomic_write_text(run / "deploy.json", json.dumps(report, indent=1))
     state = {k: v.cpu() for k, v in deployed.state_dict().items()}
-    run_dir_obj = RunDir(run_dir)
-    run_dir_obj.save_checkpoint(state, "model_deploy.pt")
+    run.save_checkpoint(state, "model_deploy.pt")
     log.info("deploy check: max |Δ| = %.3g over %d held-out images", diff, batch_size)
     return report

@@ -98,8 +98,8 @@ PUBLISHED: dict[str, dict[str, float]] = {
 def resolve_genotype(spec: str, transplant_name: str | None = None) -> Genotype:
     """A baseline name, a genotype file (YAML/JSON/txt) or a DARTS string; validated."""
     spec = spec.strip()
-    if spec in BASELINES:
-        genotype = BASELINES[spec]
+    if spec.upper().replace("-", "_") in BASELINES:  # darts_v2, DARTS-V2: one baseline
+        genotype = BASELINES[spec.upper().replace("-", "_")]
     elif spec.startswith("Genotype(") or spec.startswith("{"):
         genotype = Genotype.parse(spec)
     elif Path(spec).expanduser().is_file():

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from nas import __version__
 from nas.errors import ConfigError, NasError
+from nas.threads import prefer_passive_waiting
 
 __all__ = ["main", "resolve_config"]
 
@@ -33,12 +37,15 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    """Progress lines on stderr: INFO, DEBUG with ``-v``, none with ``-q`` (log.txt keeps all)."""
     logger = logging.getLogger("nas")
-    if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if isinstance(h, _TqdmHandler)), None)
+    if handler is None:
         handler = _TqdmHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
+    handler.setLevel(logging.ERROR if quiet else logging.NOTSET)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -47,14 +54,15 @@ def resolve_config(config: str, kind: str) -> Path:
     path = Path(config)
     if path.is_file():
         return path
-    shipped = resources.files("nas.configs").joinpath(kind, f"{path.stem}.yaml")
+    if path.exists():
+        raise ConfigError(f"config {config!r} is not a file")
+    if path.suffix in (".yaml", ".yml", ".json") or len(path.parts) > 1:
+        # A path, not a shipped name: never substitute the shipped config of that stem.
+        raise ConfigError(f"config file {config!r} does not exist")
+    shipped = resources.files("nas.configs").joinpath(kind, f"{path.name}.yaml")
     if shipped.is_file():
         return Path(str(shipped))
-    available = sorted(
-        p.name.removesuffix(".yaml")
-        for p in resources.files("nas.configs").joinpath(kind).iterdir()
-        if p.name.endswith(".yaml")
-    )
+    available = shipped_configs(kind)
     raise ConfigError(f"config {config!r} not found; shipped {kind} configs: {available}")
 
 
@@ -63,9 +71,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nas.search.darts import SearchConfig, run_search
 
     cfg = load_config(SearchConfig, resolve_config(args.config, "search"), args.overrides)
-    result = run_search(cfg)
-    print(f"genotype: {result.genotype}")
-    print(f"written to {result.run_dir / 'genotype.yaml'}")
+    result = run_search(cfg)  # logs the genotype; stdout gets its file, for scripts
+    print(result.run_dir / "genotype.yaml")
     return 0
 
 
@@ -91,8 +98,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(TrainConfig, resolve_config(args.config, "train"), args.overrides)
     for result in run_train(cfg):
-        acc = "n/a" if result.test_acc is None else f"{100 * result.test_acc:.2f}%"
-        print(f"{result.run_dir}: test accuracy {acc}, {result.params / 1e6:.3f} M params")
+        if result.val_acc is not None:
+            what, value = "val accuracy (holdout)", result.val_acc
+        else:
+            what, value = "test accuracy", result.test_acc
+        acc = "n/a" if value is None else f"{100 * value:.2f}%"
+        print(f"{result.run_dir}: {what} {acc}, {result.params / 1e6:.3f} M params")
     return 0
 
 
@@ -102,14 +113,28 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.overrides:
         raise ConfigError("deploy takes a run folder only")
     report = deploy_run(args.config)
-    print(f"deploy check: max |diff| {report['max_abs_diff']:.3g} on held-out images")
-    keys = list(report["train_form"])
-    print(f"{'':14s}" + "".join(f"{k:>22s}" for k in keys))
-    for form in ("train_form", "deploy_form"):
-        values = "".join(f"{report[form][k]:>22.4g}" for k in keys)
-        print(f"{form:14s}{values}")
+    print(f"deploy check: max |diff| {report['max_abs_diff']:.2e} on held-out images")
+    print(format_deploy_table(report))
     print(f"written to {Path(args.config) / 'deploy.json'}")
     return 0
+
+
+def _plain_number(value: float | int) -> str:
+    """Thousands separators for counts, 3 decimals for measurements; never e-notation."""
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.3f}"
+
+
+def format_deploy_table(report: dict) -> str:
+    """Training form vs deploy form, one column per measure (params, bytes, MACs, ms)."""
+    keys = list(report["train_form"])
+    width = max(14, *(len(k) + 2 for k in keys))
+    rows = [f"{'':12s}" + "".join(f"{k:>{width}s}" for k in keys)]
+    for form in ("train_form", "deploy_form"):
+        values = "".join(f"{_plain_number(report[form][k]):>{width}s}" for k in keys)
+        rows.append(f"{form:12s}{values}")
+    return "\n".join(rows)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -134,20 +159,51 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from nas.baselines import BASELINES, resolve_genotype
     from nas.genotype import plot_genotype
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     spec = args.genotype.strip()
-    genotype = resolve_genotype(spec)
-    stem = spec if spec in BASELINES else Path(spec).stem if Path(spec).is_file() else "genotype"
+    genotype = resolve_genotype(spec)  # before --out is created: a bad genotype leaves nothing
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create folder ({exc.strerror or exc})") from None
+    baseline = spec.upper().replace("-", "_")
+    stem = baseline if baseline in BASELINES else (
+        Path(spec).stem if Path(spec).is_file() else "genotype")
     for path in plot_genotype(genotype, out, stem=stem, fmt=args.format):
         print(path)
     return 0
 
 
+#: (shipped config folder, example) per command that takes a config
+_EXAMPLES = {
+    "search": ("search", "nas search quick optim.epochs=1 run_dir=runs/try"),
+    "mo-search": ("mo", "nas mo-search quick n_trials=4"),
+    "train": ("train", "nas train quick model.genotype=DARTS_V2"),
+    "compare": ("compare", "nas compare quick seeds=[0,1]"),
+}
+
+
+def shipped_configs(kind: str) -> list[str]:
+    """Names of the configs shipped under ``nas.configs/<kind>/``."""
+    folder = resources.files("nas.configs").joinpath(kind)
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def _epilog(name: str) -> str | None:
+    if name not in _EXAMPLES:
+        return None
+    kind, example = _EXAMPLES[name]
+    return (f"shipped configs: {', '.join(shipped_configs(kind))}\n"
+            f"example: {example}\n"
+            f"runs go to runs/{name}/<config name>/ unless run_dir=PATH is given")
+
+
 def _add(
     sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], doc: str
 ) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=doc, description=doc)
+    p = sub.add_parser(name, help=doc, description=doc, epilog=_epilog(name),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file, or the name of a shipped config")
     p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
     p.set_defaults(func=func)
@@ -156,7 +212,11 @@ def _add(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress or warnings on stderr, errors only"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add(sub, "search", cmd_search, "DARTS-style differentiable search; writes a genotype")
     _add(sub, "mo-search", cmd_mo_search, "multi-objective search (Optuna or Ray Tune)")
@@ -180,18 +240,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so runs stop the way Ctrl-C stops them."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    prefer_passive_waiting()  # before torch loads OpenMP
+    _setup_logging(args.verbose, args.quiet)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.func(args)
     except NasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # e.g. a key with a newline
+        print(f"error: {one_line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; re-run the same command to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,7 +42,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
         node = tree
         parts = key.split(".")
@@ -122,7 +122,10 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{field}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{field}: number too large ({len(str(value))} digits)") from None
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{field}: expected a string, got {value!r}")
@@ -134,10 +137,11 @@ def build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a mapping: unknown keys and bad types name the field."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
         known = ", ".join(sorted(fields))
-        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (known: {known})")
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"unknown key {key!r} (known: {known})")
     kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
@@ -179,10 +183,12 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0]
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ConfigError(f"{path}: not valid YAML ({first})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):
@@ -267,11 +273,28 @@ class RuntimeConfig:
     compile: bool = False
     progress: bool = True
     log_interval: int = 20
+    threads: int | None = None  # torch CPU threads; None: the free cores (nas.threads)
+
+    def validate(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"runtime.threads must be >= 1 or null, got {self.threads}")
+        if self.log_interval < 1:
+            raise ConfigError(f"runtime.log_interval must be >= 1, got {self.log_interval}")
 
 
 @dataclasses.dataclass(frozen=True)
 class SSLConfig:
-    """Sparse-shift displacement penalty λ·R(α, β) (OPERATORS.md: L2, no ½, by default)."""
+    """Sparse-shift displacement penalty λ·R(α, β) (OPERATORS.md: L2, no ½, by default).
+
+    ``freeze_at``: fraction of training after which the displacements stop changing (the
+    paper fixes them for its last 16k of 64k iterations: 0.75); ``None`` never freezes.
+    Frozen from epoch ``ceil(freeze_at * epochs)`` on (:func:`nas.ops.ssl.apply_shift_freeze`).
+    """
 
     penalty: float = 1e-4
     norm: Literal["l1", "l2"] = "l2"
+    freeze_at: float | None = None
+
+    def validate(self) -> None:
+        if self.freeze_at is not None and not 0.0 < self.freeze_at <= 1.0:
+            raise ConfigError(f"ssl.freeze_at must be in (0, 1] or null, got {self.freeze_at}")

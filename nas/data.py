@@ -35,6 +35,7 @@ import importlib.resources
 import logging
 import math
 import os
+import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -52,6 +53,7 @@ __all__ = [
     "ImageTensors",
     "load_dataset",
     "search_split",
+    "holdout_split",
     "BatchLoader",
     "random_crop_flip",
     "cutout",
@@ -458,6 +460,8 @@ def _load_npz(path: Path, split: str, kw: dict[str, Any]) -> ImageTensors:
     _check_kwargs("npz", kw, ("mean", "std"))
     if not path.is_file():
         raise DataError(f"npz dataset file not found: {path}")
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy array or guess a pickle
+        raise DataError(f"npz dataset {path} is not an .npz archive; write it with numpy.savez")
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -685,6 +689,33 @@ def search_split(data: ImageTensors, portion: float = 0.5,
         raise ConfigError(f"search split portion {portion} of {n} samples leaves an empty half")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     return data.subset(perm[:n_train]), data.subset(perm[n_train:])
+
+
+def holdout_split(data: ImageTensors, share: float,
+                  seed: int = 0) -> tuple[ImageTensors, ImageTensors]:
+    """Split a training set into (train, holdout), stratified by class and seeded.
+
+    Each class gives ``round(share · count)`` of its images to the holdout, chosen by a
+    seeded permutation, so the holdout has the class mix of the training set and the
+    same ``seed`` always holds out the same images.  Model selection (the multi-objective
+    trials) is scored on the holdout, so the test split never chooses an architecture.
+    """
+    if not 0.0 < float(share) < 1.0:
+        raise ConfigError(f"holdout must be in (0, 1), got {share}")
+    labels = data.labels.cpu()
+    n = labels.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    order = perm[torch.sort(labels[perm], stable=True).indices]  # by class, random within
+    counts = torch.bincount(labels, minlength=data.num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    ordered_labels = labels[order]
+    rank = torch.arange(n) - starts[ordered_labels]  # position within its class
+    per_class = torch.round(counts.double() * float(share)).long()
+    in_holdout = rank < per_class[ordered_labels]
+    held, kept = order[in_holdout].sort().values, order[~in_holdout].sort().values
+    if held.numel() == 0 or kept.numel() == 0:
+        raise ConfigError(f"holdout {share} of {n} training images leaves an empty split")
+    return data.subset(kept), data.subset(held)
 
 
 # --------------------------------------------------------------------------- augmentation

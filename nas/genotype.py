@@ -14,21 +14,21 @@ text and never evaluates it.
 from __future__ import annotations
 
 import ast
-import contextlib
 import hashlib
 import json
 import math
 import operator
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from nas.errors import GenotypeError
+from nas.run import atomic_savefig, atomic_write_text
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -271,7 +271,9 @@ class Genotype:
         if len(text) > _MAX_TEXT:
             raise GenotypeError(f"genotype string too long ({len(text)} characters)")
         try:
-            module = ast.parse(text.strip(), mode="exec")
+            with warnings.catch_warnings():  # e.g. "invalid escape sequence": one error, no noise
+                warnings.simplefilter("ignore")
+                module = ast.parse(text.strip(), mode="exec")
         except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
             detail = e.msg if isinstance(e, SyntaxError) else type(e).__name__
             raise GenotypeError(f"cannot parse genotype string: {detail}") from None
@@ -391,23 +393,6 @@ def load_genotype(path: str | os.PathLike[str]) -> Genotype:
         raise GenotypeError(f"{p}: {e}") from None
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via a temp file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_genotype(genotype: Genotype, path: str | os.PathLike[str]) -> Path:
     """Write ``genotype`` atomically as YAML (``.yaml``/``.yml``), JSON (``.json``) or the
     DARTS string (``.txt``); returns the path."""
@@ -424,7 +409,7 @@ def save_genotype(genotype: Genotype, path: str | os.PathLike[str]) -> Path:
         text = f"{genotype}\n"
     else:
         raise GenotypeError(f"{p}: unknown genotype file type {suffix!r}; use .yaml, .json or .txt")
-    _atomic_write(p, lambda f: f.write(text.encode("utf-8")))
+    atomic_write_text(p, text)
     return p
 
 
@@ -518,9 +503,9 @@ def _route(a: Point, b: Point, nodes: list[Point], drawn: list[list[Point]]) -> 
 
 def _label_spot(a: Point, b: Point, rad: float, width: float, taken: list[Point]) -> Point:
     """Where on the curve a label of ``width`` overlaps no earlier label or node."""
-    for t in (0.5, 0.62, 0.38, 0.72, 0.28):
+    for t in (0.5, 0.6, 0.4, 0.7, 0.3, 0.78, 0.22, 0.55, 0.45, 0.65, 0.35):
         x, y = _arc(a, b, rad, t)
-        if all(abs(x - tx) > (width + tw) / 2 or abs(y - ty) > 0.24 for (tx, ty), tw in taken):
+        if all(abs(x - tx) > (width + tw) / 2 or abs(y - ty) > 0.3 for (tx, ty), tw in taken):
             break
     else:
         x, y = _arc(a, b, rad, 0.5)
@@ -581,10 +566,7 @@ def plot_cell(genotype: Genotype, cell: str, path: str | os.PathLike[str]) -> Pa
         box = {"boxstyle": "round,pad=0.4", "fc": fills[kind], "ec": "0.3"}
         ax.text(x, y, label, fontsize=10, zorder=5, bbox=box, **center)
     metadata = {"Date": None} if fmt == "svg" else None
-    _atomic_write(
-        p, lambda f: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
-    )
-    return p
+    return atomic_savefig(fig, p, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
 
 
 def plot_genotype(

@@ -15,9 +15,7 @@ import dataclasses
 import io
 import json
 import logging
-import resource
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,24 @@ from torch import nn
 from nas.baselines import BASELINE_CHANNELS, resolve_genotype
 from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig, dump_config
 from nas.cost import count_macs, count_params
+from nas.data import holdout_split
 from nas.errors import ConfigError
 from nas.genotype import Genotype, save_genotype
 from nas.network import NetworkCIFAR
 from nas.ops import clamp_bdsc_, ssl_penalty
+from nas.ops.ssl import apply_shift_freeze
 from nas.run import RunDir, atomic_write_bytes, atomic_write_text
-from nas.runtime import autocast, check_device, load_splits, make_loader, open_run
+from nas.runtime import (
+    autocast,
+    check_device,
+    default_run_dir,
+    load_splits,
+    make_loader,
+    open_run,
+    peak_memory_mb,
+    reset_peak_memory,
+    setup_threads,
+)
 from nas.train import IMAGES_PER_S, fit, seed_everything, sgd_cosine
 
 __all__ = ["TrainConfig", "ModelConfig", "TrainJob", "TrainResult", "run_train", "build_model"]
@@ -63,7 +73,7 @@ class ModelConfig:
     def channels(self) -> int:
         if self.init_channels is not None:
             return self.init_channels
-        return BASELINE_CHANNELS.get(self.genotype, 36)
+        return BASELINE_CHANNELS.get(self.genotype.strip().upper().replace("-", "_"), 36)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +91,10 @@ class TrainConfig:
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     seeds: list[int] | None = None  # several seeds: one sub-run per seed
     eval_every: int = 1
-    holdout: float | None = None  # evaluate on this share of the training set, not the test set
+    # Evaluate on this share of the training set (stratified, seeded by holdout_seed) and
+    # never load the test split: what model selection (the MO trials) must use.
+    holdout: float | None = None
+    holdout_seed: int = 0
 
     def validate(self) -> None:
         resolve_genotype(self.model.genotype, self.model.transplant)
@@ -103,13 +116,6 @@ def build_model(
     )
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
-
-
 class TrainJob:
     """Retraining as a :class:`nas.train.Job`."""
 
@@ -117,12 +123,21 @@ class TrainJob:
         self.cfg = cfg
         self.device = check_device(cfg.runtime.device)
         seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
-        train, test = load_splits(cfg.data)
+        if cfg.holdout is None:
+            train, held = load_splits(cfg.data)
+            assert held is not None  # load_splits(test=True) always returns a test split
+            self.eval_key = "test_acc"
+        else:  # the test split is not even loaded
+            train, _ = load_splits(cfg.data, test=False)
+            train, held = holdout_split(train, cfg.holdout, cfg.holdout_seed)
+            self.eval_key = "val_acc"
+            log.info("holdout: training on %d images, evaluating on %d held-out training "
+                     "images (the test split is not used)", len(train), len(held))
+        setup_threads(cfg.runtime)  # after the data: a bad dataset fails before any warning
         self.input_shape = train.shape
         self.num_classes = train.num_classes
         self.train_loader = make_loader(train, cfg.data, cfg.runtime, self.device, train=True)
-        assert test is not None  # load_splits(test=True) always returns a test split
-        self.test_loader = make_loader(test, cfg.data, cfg.runtime, self.device, train=False)
+        self.eval_loader = make_loader(held, cfg.data, cfg.runtime, self.device, train=False)
         self.model = build_model(cfg, train.shape[0], train.num_classes, genotype)
         self.model = self.model.to(self.device)
         if cfg.runtime.channels_last:
@@ -135,12 +150,12 @@ class TrainJob:
         )
         self.best_acc = 0.0
         self.last_acc: float | None = None
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_peak_memory(self.device)  # this run's peak, not the process lifetime's
 
     def start_epoch(self, epoch: int) -> None:
         self.model.drop_path_prob = self.cfg.model.drop_path * epoch / max(self.cfg.optim.epochs, 1)
         self.train_loader.set_epoch(epoch)
+        apply_shift_freeze(self.model, epoch, self.cfg.optim.epochs, self.cfg.ssl.freeze_at)
         self.model.train()
 
     def batches(self):
@@ -171,7 +186,7 @@ class TrainJob:
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         n = 0
-        for x, y in self.test_loader:
+        for x, y in self.eval_loader:
             with autocast(self.device, self.cfg.runtime.amp):
                 logits = self.forward(x)
             correct += (logits.argmax(1) == y).sum()
@@ -184,13 +199,13 @@ class TrainJob:
         row: dict[str, Any] = {
             "lr": self.scheduler.get_last_lr()[0],
             "drop_path": self.model.drop_path_prob,
-            "peak_mem_mb": _peak_memory_mb(self.device),
+            "peak_mem_mb": peak_memory_mb(self.device),
         }
         last = epoch + 1 == self.cfg.optim.epochs
         if last or (epoch + 1) % self.cfg.eval_every == 0:
             self.last_acc = self.evaluate()
             self.best_acc = max(self.best_acc, self.last_acc)
-            row["test_acc"] = self.last_acc
+            row[self.eval_key] = self.last_acc
         return row
 
     def should_stop(self) -> bool:
@@ -216,13 +231,14 @@ class TrainJob:
 @dataclasses.dataclass
 class TrainResult:
     run_dir: Path
-    test_acc: float | None
+    test_acc: float | None  # None when trained with a holdout: the test split was not used
     params: int
     macs: int
     images_per_s: float | None
     peak_mem_mb: float | None
     input_shape: tuple[int, int, int]
     init_channels: int
+    val_acc: float | None = None  # accuracy on the holdout of the training set, if any
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -233,8 +249,7 @@ class TrainResult:
 def _single_run(
     cfg: TrainConfig, genotype: Genotype | None = None, on_epoch=None
 ) -> TrainResult:
-    run = open_run(cfg.name, cfg.run_dir)
-    try:
+    with open_run(cfg.name, cfg.run_dir, "train") as run:
         run.save_config(dump_config(cfg))
         job = TrainJob(cfg, genotype)
         genotype: Genotype = job.model.genotype
@@ -249,28 +264,33 @@ def _single_run(
         fit(job, run, cfg.optim.epochs, log_interval=cfg.runtime.log_interval,
             progress=cfg.runtime.progress, desc="train", on_epoch=on_epoch)
         return _finish(run, job, params, macs)
-    finally:
-        run.detach_log()
 
 
 def _finish(run: RunDir, job: TrainJob, params: int, macs: int) -> TrainResult:
     rows = run.read_metrics()
     speeds = [r[IMAGES_PER_S] for r in rows if IMAGES_PER_S in r]
     mems = [r["peak_mem_mb"] for r in rows if "peak_mem_mb" in r]
-    accs = [r["test_acc"] for r in rows if "test_acc" in r]
+    def last(key: str) -> float | None:
+        values = [r[key] for r in rows if key in r]
+        return values[-1] if values else None
+
     result = TrainResult(
         run.path,
-        accs[-1] if accs else None,
+        last("test_acc"),
         params,
         macs,
         statistics.median(speeds) if speeds else None,
         max(mems) if mems else None,
         tuple(job.input_shape),
         job.cfg.model.channels,
+        val_acc=last("val_acc"),
     )
     atomic_write_bytes(run / "model.pt", _state_bytes(job.model.state_dict()))
     atomic_write_text(run / "result.json", json.dumps(result.to_dict(), indent=1))
-    log.info("test accuracy %s; wrote %s", result.test_acc, run / "model.pt")
+    if result.val_acc is not None:
+        log.info("val accuracy (holdout) %s; wrote %s", result.val_acc, run / "model.pt")
+    else:
+        log.info("test accuracy %s; wrote %s", result.test_acc, run / "model.pt")
     return result
 
 
@@ -290,7 +310,7 @@ def run_train(
     """
     if not cfg.seeds:
         return [_single_run(cfg, genotype, on_epoch)]
-    base = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
+    base = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("train", cfg.name)
     results = []
     for seed in cfg.seeds:
         sub = dataclasses.replace(

@@ -6,28 +6,73 @@ Every job writes into one folder; running the same command again resumes from it
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
+import pickle
+import shutil
+import signal
 import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
+from nas.errors import ConfigError, NasError
 
-__all__ = ["RunDir", "atomic_write_bytes", "atomic_write_text"]
+if TYPE_CHECKING:  # torch and matplotlib load lazily: nas.genotype uses these helpers
+    import torch
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "CheckpointError",
+    "RunDir",
+    "atomic_savefig",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_weights",
+    "error_summary",
+]
 
 log = logging.getLogger("nas")
 
 
-def _atomic_write(path: Path, write) -> None:
+class CheckpointError(NasError, RuntimeError):
+    """A checkpoint or weights file is unreadable or belongs to another run or network."""
+
+
+_START_OVER = "delete it or use another run_dir"
+
+
+#: Crash-test aid (benchmarks/chaos.py): SIGKILL this process inside its N-th atomic write,
+#: after the temp file is written and before the rename.
+KILL_IN_WRITE = "NAS_CHAOS_KILL_IN_WRITE"
+_writes_done = 0
+
+
+def _chaos_point() -> None:
+    global _writes_done
+    spec = os.environ.get(KILL_IN_WRITE, "")
+    if spec.isdigit():
+        _writes_done += 1
+        if _writes_done == int(spec):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The pid in the name lets a later start tell a dead writer's leftover from a live one's.
+    prefix = f".{path.name}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+            _chaos_point()
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,15 +89,86 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def atomic_savefig(fig: Figure, path: str | Path, **kwargs: Any) -> Path:
+    """``fig.savefig`` to a temp file beside ``path``, then rename; format from the suffix."""
+    path = Path(path)
+    fmt = kwargs.pop("format", None) or path.suffix.lstrip(".").lower() or "png"
+    _atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, **kwargs))
+    return path
+
+
+def load_weights(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    what: str = "checkpoint",
+    hint: str = _START_OVER,
+) -> Any:
+    """``torch.load(weights_only=True)``; an unreadable or unsafe file is a CheckpointError
+    naming ``path`` and ending with ``hint`` (what to do)."""
+    import torch
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # e.g. pickle-protocol notes: one error line, no noise
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused it: nothing was executed
+        if "GLOBAL" in str(exc):
+            detail = "it holds Python objects that weights_only loading refuses"
+        else:
+            detail = "not a PyTorch weights file"
+    except OSError as exc:
+        detail = exc.strerror or error_summary(exc)
+    except (EOFError, RuntimeError, ValueError, zipfile.BadZipFile, AttributeError, TypeError,
+            IndexError, KeyError, MemoryError):
+        empty = path.is_file() and path.stat().st_size == 0
+        detail = "empty file" if empty else "truncated, corrupt or not a PyTorch weights file"
+    raise CheckpointError(f"{path}: cannot load {what}: {detail}; {hint}")
+
+
+def error_summary(exc: BaseException, limit: int = 120) -> str:
+    """First informative line of an exception's message, cut to ``limit`` characters.
+
+    A ``KeyError`` reads "missing key 'x'"; a heading such as "Error(s) in loading state_dict
+    for Net:" gives way to the line under it.
+    """
+    if isinstance(exc, KeyError):
+        return f"missing key {exc}"[:limit]
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    while len(lines) > 1 and lines[0].endswith(":"):
+        lines.pop(0)
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class RunDir:
     """One run's folder. Metrics rows carry an ``epoch`` key so a resume can drop stale rows."""
 
     CHECKPOINT = "checkpoint.pt"
 
+    #: written when a run starts; a folder holding only these has nothing worth keeping
+    BOOKKEEPING = frozenset({"config.yaml", "log.txt", ".nas-run.json", "genotype.yaml"})
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._created_root = _first_missing_ancestor(self.path)
+        _ensure_writable_dir(self.path)
+        remove_stale_temp_files(self.path)
         self._handler: logging.Handler | None = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        """Detach the log; a run that failed before writing anything leaves no folder."""
+        self.detach_log()
+        root = self._created_root
+        if exc_type is None or root is None or not root.is_dir():
+            return
+        files = [p for p in root.rglob("*") if p.is_file()]
+        if all(p.parent == self.path and p.name in self.BOOKKEEPING for p in files):
+            shutil.rmtree(root, ignore_errors=True)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -105,14 +221,17 @@ class RunDir:
         keys: list[str] = []
         for r in rows:
             keys.extend(k for k in r if k not in keys)
-        with open(self.path / "metrics.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
 
     # checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], name: str = CHECKPOINT) -> Path:
         """``torch.save`` to a temp file, then rename: a kill never leaves a torn file."""
+        import torch
+
         path = self.path / name
         _atomic_write(path, lambda fh: torch.save(state, fh))
         return path
@@ -123,4 +242,61 @@ class RunDir:
         path = self.path / name
         if not path.exists():
             return None
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = load_weights(path, map_location)
+        if not isinstance(state, dict):
+            raise CheckpointError(
+                f"{path}: not a checkpoint of this project (holds {type(state).__name__}); "
+                f"{_START_OVER}"
+            )
+        return state
+
+
+def _first_missing_ancestor(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None if ``path`` exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete temp files that killed writers left in ``folder`` (recursively); a live
+    process's temp file (another worker's write in progress) is kept."""
+    removed = 0
+    for tmp in folder.rglob(".*.tmp"):
+        parts = tmp.name.split(".")  # "", <name parts>, pid, random, "tmp"
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` (and parents) and prove a file can be written there."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run_dir {path} exists and is not a directory; choose another run_dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"run_dir {path} is not a writable directory ({reason}); "
+            "choose another run_dir or fix its permissions"
+        ) from None

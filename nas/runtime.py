@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -12,9 +13,13 @@ from nas.config import DataConfig, RuntimeConfig
 from nas.cost import resolve_device
 from nas.data import BatchLoader, ImageTensors, load_dataset
 from nas.errors import ConfigError
-from nas.run import RunDir
+from nas.run import RunDir, atomic_write_text
+from nas.threads import ThreadPlan, configure_threads
 
-__all__ = ["autocast", "open_run", "load_splits", "make_loader", "resolve_device"]
+__all__ = [
+    "autocast", "open_run", "default_run_dir", "load_splits", "make_loader", "resolve_device",
+    "setup_threads", "reset_peak_memory", "peak_memory_mb",
+]
 
 log = logging.getLogger("nas")
 
@@ -26,8 +31,43 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-def open_run(name: str, run_dir: str | None, default_root: str = "runs") -> RunDir:
-    run = RunDir(Path(run_dir) if run_dir else Path(default_root) / name)
+RUN_OWNER = ".nas-run.json"
+
+
+def default_run_dir(command: str, name: str, root: str = "runs") -> Path:
+    """``runs/<command>/<config name>``: a search and a train of one config never collide."""
+    return Path(root) / command / name
+
+
+def _check_owner(path: Path, command: str, name: str) -> None:
+    """Refuse to resume a run folder that another command or config wrote."""
+    marker = path / RUN_OWNER
+    if not marker.is_file():
+        return
+    try:
+        owner = json.loads(marker.read_text())
+        theirs = (str(owner["command"]), str(owner["config"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an unreadable marker claims nothing; it is rewritten below
+    if theirs != (command, name):
+        raise ConfigError(
+            f"run_dir {path} holds a `nas {theirs[0]}` run of config {theirs[1]!r}, not "
+            f"`nas {command}` of {name!r}: choose another run_dir or delete that folder"
+        )
+
+
+def open_run(name: str, run_dir: str | None, command: str) -> RunDir:
+    """The run folder of ``nas <command>`` for config ``name`` (resumed if it exists).
+
+    Default ``runs/<command>/<name>``; a folder claimed by another command or config is
+    refused with a one-line error instead of being overwritten.
+    """
+    path = Path(run_dir) if run_dir else default_run_dir(command, name)
+    if path.is_dir():
+        _check_owner(path, command, name)
+    run = RunDir(path)
+    if not (path / RUN_OWNER).is_file():
+        atomic_write_text(path / RUN_OWNER, json.dumps({"command": command, "config": name}))
     run.attach_log()
     return run
 
@@ -85,3 +125,42 @@ def check_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"runtime.device: {name!r} requested but CUDA is not available")
     return device
+
+
+def setup_threads(runtime: RuntimeConfig, workers: int = 1) -> ThreadPlan:
+    """Size torch's CPU threads for a job (see :mod:`nas.threads`)."""
+    return configure_threads(runtime.threads, workers, runtime.deterministic)
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory window for this job; False where the OS cannot (then the
+    CPU peak is the process lifetime's, which earlier jobs in the process inflate)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:  # Linux >= 4.0: "5" resets the peak RSS (VmHWM) to the current RSS
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated CUDA memory, or the process's peak RSS, since the last reset (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)

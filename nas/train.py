@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from nas.run import RunDir
+from nas.run import CheckpointError, RunDir, error_summary
 
 __all__ = [
     "Job",
@@ -92,6 +92,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _restore(job: Job, ckpt: dict[str, Any], path: Any) -> int:
+    """Load ``ckpt`` into ``job`` and the RNGs; returns its epoch. A checkpoint of another
+    network or job (missing keys, wrong shapes, wrong types) is a CheckpointError."""
+    try:
+        start = ckpt["epoch"]
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"epoch {start!r} is not a count")
+        job.load_state_dict(ckpt["job"])
+        set_rng_state(ckpt["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        raise CheckpointError(
+            f"{path}: checkpoint does not match this run ({error_summary(exc)}); "
+            "delete it or use another run_dir to start over"
+        ) from None
+    return start
+
+
 def fit(
     job: Job,
     run: RunDir,
@@ -111,9 +128,7 @@ def fit(
     start = 0
     ckpt = run.load_checkpoint(map_location=job.device)
     if ckpt is not None:
-        job.load_state_dict(ckpt["job"])
-        set_rng_state(ckpt["rng"])
-        start = int(ckpt["epoch"])
+        start = _restore(job, ckpt, run / run.CHECKPOINT)
         if ckpt.get("stopped"):
             log.info("run already stopped early at epoch %d", start)
             return start

@@ -20,15 +20,24 @@ from torch.func import functional_call
 
 from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig, dump_config
 from nas.cost_table import CostTable
-from nas.data import search_split
+from nas.data import holdout_split, search_split
 from nas.errors import ConfigError
 from nas.genotype import Genotype, plot_genotype, save_genotype
 from nas.ops import clamp_bdsc_, ssl_penalty
+from nas.ops.ssl import apply_shift_freeze, shift_freeze_epoch
 from nas.run import RunDir, atomic_write_text
-from nas.runtime import autocast, check_device, load_splits, make_loader, open_run
+from nas.runtime import (
+    autocast,
+    check_device,
+    load_splits,
+    make_loader,
+    open_run,
+    setup_threads,
+)
 from nas.spaces import SearchSpace, get_space
 from nas.train import fit, seed_everything, sgd_cosine
 
+from .fused import compile_module
 from .plots import plot_alphas
 from .supernet import Supernet
 
@@ -67,6 +76,7 @@ class SupernetConfig:
     stem_multiplier: int = 3
     partial_channels: int = 1  # PC-DARTS K; 1 = every channel through every op
     edge_norm: bool = False
+    fused: bool = True  # fused supernet forward (nas.search.fused); False: per-edge MixedOp
 
     def validate(self) -> None:
         if self.init_channels < 1 or self.layers < 3:
@@ -124,20 +134,55 @@ class SearchConfig:
     skip_guard: SkipGuardConfig = dataclasses.field(default_factory=SkipGuardConfig)
     ssl: SSLConfig = dataclasses.field(default_factory=SSLConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    # Keep this share of the training set (stratified, seeded) out of the search entirely,
+    # e.g. for an MO trial that scores the derived genotype on it afterwards.
+    holdout: float | None = None
+    holdout_seed: int = 0
 
     def validate(self) -> None:
         self.space.build()  # unknown ops -> ConfigError now, not mid-run
+        if self.holdout is not None and not 0.0 < self.holdout < 1.0:
+            raise ConfigError(f"holdout must be in (0, 1) or null, got {self.holdout}")
 
 
 def _grads_or_zeros(grads, params):
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 
+def _sgd_groups(
+    w_optimizer: torch.optim.Optimizer | None, weights, eta: float | None
+) -> list[dict[str, Any]]:
+    """Per weight, the settings of its own SGD param group (``eta``, if given, as the lr):
+    the unrolled step must be the step the optimizer would take."""
+    if w_optimizer is None:  # a plain gradient step with lr eta
+        return [{"lr": eta or 0.0}] * len(weights)
+    group_of = {id(p): g for g in w_optimizer.param_groups for p in g["params"]}
+    lr = {} if eta is None else {"lr": eta}
+    # a weight outside every group is never stepped: lr 0
+    return [{**group_of[id(p)], **lr} if id(p) in group_of else {"lr": 0.0} for p in weights]
+
+
+def _sgd_direction(
+    p: torch.Tensor, grad: torch.Tensor, group: dict[str, Any], buf: torch.Tensor | None
+) -> torch.Tensor:
+    """What ``torch.optim.SGD`` multiplies by ``-lr`` for ``p``; with its defaults this is
+    DARTS's ``momentum·buf + g + wd·w``."""
+    d = grad + group.get("weight_decay", 0.0) * p
+    momentum = group.get("momentum", 0.0)
+    if momentum == 0:
+        return d
+    buf = d if buf is None else momentum * buf + (1 - group.get("dampening", 0.0)) * d
+    return d + momentum * buf if group.get("nesterov", False) else buf
+
+
 class Architect:
     """Architecture step: Adam on α (and β) against the validation loss.
 
-    Second order follows DARTS: gradient at the one-step unrolled weights
-    ``w' = w − ξ∇w L_train``, minus ``ξ`` times a finite-difference Hessian-vector product.
+    Second order follows DARTS: gradient at the one-step unrolled weights ``w'``, minus a
+    finite-difference Hessian-vector product. ``w'`` is the step the weight optimizer would
+    take (gradient clipping aside, as in DARTS): each weight with its own group's lr,
+    momentum buffer and weight decay, so SSL displacements (no weight decay) and frozen ones
+    (no gradient, skipped by SGD) move as they really would.
     """
 
     def __init__(self, model: Supernet, cfg: ArchConfig) -> None:
@@ -154,9 +199,13 @@ class Architect:
         loss_fn,
         cost_fn,
         w_optimizer: torch.optim.SGD | None = None,
-        eta: float = 0.0,
+        eta: float | None = None,
     ) -> torch.Tensor:
-        """One α update; returns the validation loss (a tensor, no host sync)."""
+        """One α update; returns the validation loss (a tensor, no host sync).
+
+        Second order: ``eta=None`` takes each weight's lr from its group in ``w_optimizer``;
+        a number overrides every group's lr.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         arch = self.model.arch_parameters()
         if self.order == "first":
@@ -182,37 +231,43 @@ class Architect:
         grads = torch.autograd.grad(
             self._train_loss(train_batch, loss_fn), weights, allow_unused=True
         )
-        grads = _grads_or_zeros(grads, weights)
-        group = w_optimizer.param_groups[0] if w_optimizer else {"momentum": 0, "weight_decay": 0}
+        groups = _sgd_groups(w_optimizer, weights, eta)
+        state = {} if w_optimizer is None else w_optimizer.state
         unrolled = {}
+        lrs = []  # ξ per weight; 0 where SGD skips it (no gradient, e.g. frozen SSL shifts)
         with torch.no_grad():
-            for n, p, g in zip(names, weights, grads):
-                buf = w_optimizer.state.get(p, {}).get("momentum_buffer") if w_optimizer else None
-                step = g + group["weight_decay"] * p
-                if buf is not None:
-                    step = step + group["momentum"] * buf
-                unrolled[n] = (p - eta * step).requires_grad_()
+            for n, p, g, group in zip(names, weights, grads, groups):
+                lr = 0.0 if g is None else group["lr"]
+                buf = state.get(p, {}).get("momentum_buffer")
+                step = 0.0 if g is None else lr * _sgd_direction(p, g, group, buf)
+                unrolled[n] = (p - step).requires_grad_()
+                lrs.append(lr)
         val_loss = self._train_loss(val_batch, loss_fn, unrolled)
         all_grads = torch.autograd.grad(
             val_loss, [*arch, *unrolled.values()], allow_unused=True
         )
         all_grads = _grads_or_zeros(all_grads, [*arch, *unrolled.values()])
         d_arch, d_w = all_grads[: len(arch)], all_grads[len(arch) :]
-        r = 1e-2 / torch.cat([g.flatten() for g in d_w]).norm().clamp_min(1e-12)
+        # Σ_p ξ_p ∇²_{α,p} L_train · v_p with v = ∇_{w'} L_val (as ∂w'_p/∂α = −ξ_p ∇²_{p,α}),
+        # by central differences along u = ξ·v: (∇_α L(w + r·u) − ∇_α L(w − r·u)) / 2r with
+        # r = 0.01/‖u‖. With one ξ for all weights this is exactly DARTS's ξ·(g⁺ − g⁻)/(2ε),
+        # ε = 0.01/‖v‖ (same perturbed weights).
+        direction = [lr * d for lr, d in zip(lrs, d_w)]
+        r = 1e-2 / torch.cat([d.flatten() for d in direction]).norm().clamp_min(1e-12)
         with torch.no_grad():
-            for p, d in zip(weights, d_w):
+            for p, d in zip(weights, direction):
                 p.add_(d, alpha=float(r))
         g_pos = torch.autograd.grad(self._train_loss(train_batch, loss_fn), arch, allow_unused=True)
         with torch.no_grad():
-            for p, d in zip(weights, d_w):
+            for p, d in zip(weights, direction):
                 p.sub_(d, alpha=2 * float(r))
         g_neg = torch.autograd.grad(self._train_loss(train_batch, loss_fn), arch, allow_unused=True)
         with torch.no_grad():
-            for p, d in zip(weights, d_w):
+            for p, d in zip(weights, direction):
                 p.add_(d, alpha=float(r))
         g_pos, g_neg = _grads_or_zeros(g_pos, arch), _grads_or_zeros(g_neg, arch)
         for a, da, gp, gn in zip(arch, d_arch, g_pos, g_neg):
-            a.grad = da - eta * (gp - gn) / (2 * r)
+            a.grad = da - (gp - gn) / (2 * r)
         return val_loss
 
 
@@ -225,6 +280,9 @@ class SearchJob:
         self.device = check_device(cfg.runtime.device)
         seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
         train_full, _ = load_splits(cfg.data, test=False)
+        if cfg.holdout is not None:  # never seen by the search, weights nor α
+            train_full, _ = holdout_split(train_full, cfg.holdout, cfg.holdout_seed)
+        setup_threads(cfg.runtime)  # after the data: a bad dataset fails before any warning
         train, val = search_split(train_full, cfg.data.portion, seed=cfg.runtime.seed)
         self.train_loader = make_loader(train, cfg.data, cfg.runtime, self.device, train=True)
         self.val_loader = make_loader(
@@ -242,9 +300,11 @@ class SearchJob:
             stem_multiplier=cfg.model.stem_multiplier,
             partial_k=cfg.model.partial_channels,
             edge_norm=cfg.model.edge_norm,
+            fused=cfg.model.fused,
         ).to(self.device)
         if cfg.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        compile_module(self.model, self.device, cfg.runtime.compile)  # in place: every call
         self.w_optimizer, self.scheduler = sgd_cosine(
             self.model, self.model.weight_parameters(), cfg.optim
         )
@@ -270,6 +330,11 @@ class SearchJob:
         self._epoch = epoch
         self.train_loader.set_epoch(epoch)
         self.val_loader.set_epoch(epoch)
+        # SSL shifts learn until epoch ceil(freeze_at * epochs), then stay fixed (the paper's
+        # last phase); recomputed every epoch so a resumed search does the same.
+        if apply_shift_freeze(self.model, epoch, self.cfg.optim.epochs, self.cfg.ssl.freeze_at):
+            if epoch == shift_freeze_epoch(self.cfg.optim.epochs, self.cfg.ssl.freeze_at):
+                log.info("SSL shifts frozen from epoch %d on", epoch + 1)
         self._val_iter = iter(self.val_loader)
         self.model.train()
 
@@ -303,10 +368,7 @@ class SearchJob:
         if self._epoch >= self.cfg.arch.warmup_epochs:
             val = self._next_val()
             with autocast(self.device, amp and self.cfg.arch.order == "first"):
-                self.architect.step(
-                    batch, val, self._loss, self._cost_term,
-                    self.w_optimizer, self.scheduler.get_last_lr()[0],
-                )
+                self.architect.step(batch, val, self._loss, self._cost_term, self.w_optimizer)
         with autocast(self.device, amp):
             logits = self.model(x)
             loss = self._loss(logits, y)
@@ -400,8 +462,7 @@ class SearchResult:
 
 def run_search(cfg: SearchConfig) -> SearchResult:
     """Run (or resume) a search; writes genotype.yaml/.txt, plots and alphas.json."""
-    run = open_run(cfg.name, cfg.run_dir)
-    try:
+    with open_run(cfg.name, cfg.run_dir, "search") as run:
         run.save_config(dump_config(cfg))
         job = SearchJob(cfg, run)
         log.info(
@@ -420,8 +481,5 @@ def run_search(cfg: SearchConfig) -> SearchResult:
         if job.alpha_history:
             plot_alphas(job.space.ops, job.alpha_history[-1], run / "alphas.png")
         atomic_write_text(run / "alphas.json", json.dumps(job._alpha_doc()))
-        log.info("genotype: %s", genotype)
-        log.info("wrote %s", run / "genotype.yaml")
+        log.info("genotype: %s (%s)", genotype, run / "genotype.yaml")
         return SearchResult(genotype, run.path, done)
-    finally:
-        run.detach_log()

@@ -1,66 +1,171 @@
 """The same multi-objective trials scheduled by Ray Tune (``driver: ray``).
 
-Ray Tune's ``OptunaSearch`` samples with the same define-by-run space as the Optuna
-driver; trials run as Ray tasks with per-trial resources, on a local Ray or on the
-cluster at ``ray.address``; failed trials are retried (``ray.max_failures``); an
-interrupted experiment is restored by re-running the command. With ``ray.scalarize``
-(one weighted score) ASHA may stop poor trials early.
+Ray Tune's ``OptunaSearch`` samples with the same define-by-run space and sampler as the
+Optuna driver; its study lives in the run's storage (``<study>-ray``, readable by
+optuna-dashboard), and each trial's constraint values reach it before ``tell``, so
+NSGA-II ranks infeasible trials as the Optuna driver does. Trials run as Ray tasks with
+per-trial resources, on a local Ray or on the cluster at ``ray.address``; failed trials
+are retried (``ray.max_failures``), but an error that recurs stops the experiment; an
+interrupted experiment is restored by re-running the command.
+
+Every training epoch reports all metrics (val_acc so far, params, latency, MACs,
+feasibility, ``epochs`` done) and, with ``ray.scalarize``, the same weighted ``score``,
+so ASHA compares like with like and a trial it stops still has a complete row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from pathlib import Path
 from typing import Any
 
+import optuna
+from ray import cloudpickle, tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
 from nas.config import dump_config
+from nas.errors import ConfigError, NasError
 from nas.runtime import open_run
 
-from .mo_optuna import make_sampler
+from .mo_optuna import make_sampler, rdb_storage, storage_url
 from .mo_outputs import write_outputs
-from .trial import OBJECTIVES, MOConfig, define_space, run_trial
+from .trial import OBJECTIVES, MOConfig, TrialError, check_inputs, define_space, run_trial
 
 __all__ = ["run_ray_search", "score"]
 
 log = logging.getLogger("nas")
 
+#: metrics every report carries; constraint values go as ``constraint_<name>``
+_REPORTED = ("val_acc", "params", "latency", "macs", "feasible", "epochs", "genotype",
+             "trial_dir", "latency_noisy")
+_CONSTRAINT = "constraint_"
+
 
 def score(metrics: dict[str, Any], weights: dict[str, float]) -> float:
-    """Scalarized objective to maximize: Σ w·acc − Σ w·cost."""
+    """Scalarized objective to maximize: Σ w·val_acc − Σ w·cost."""
     return sum(
         w * (metrics[k] if OBJECTIVES[k] == "maximize" else -metrics[k]) for k, w in weights.items()
     )
 
 
-def _trainable(config: dict[str, Any], cfg: MOConfig, trials_root: str) -> None:
-    from ray import tune
-
-    trial_dir = Path(trials_root) / tune.get_context().get_trial_id()
-    weights = cfg.ray.scalarize
-
-    def on_epoch(row: dict[str, Any]) -> None:
-        if cfg.ray.asha and "test_acc" in row:  # intermediate result for ASHA
-            tune.report({"score": weights.get("accuracy", 1.0) * row["test_acc"], "partial": True})
-
-    metrics = run_trial(config, cfg, trial_dir, on_epoch=on_epoch)
-    report = {k: metrics[k] for k in ("accuracy", "params", "latency", "macs", "feasible")}
-    report.update(genotype=metrics["genotype"], trial_dir=metrics["trial_dir"], partial=False)
+def _report(metrics: dict[str, Any], weights: dict[str, float]) -> dict[str, Any]:
+    row = {k: metrics[k] for k in _REPORTED}
+    row.update({_CONSTRAINT + k: v for k, v in metrics["constraints"].items()})
     if weights:
-        report["score"] = score(metrics, weights)
-    tune.report(report)
+        row["score"] = score(metrics, weights)
+    return row
+
+
+def _trainable(config: dict[str, Any], cfg: MOConfig, trials_root: str) -> None:
+    trial_dir = Path(trials_root) / tune.get_context().get_trial_id()
+    reported: list[bool] = []
+
+    def report(metrics: dict[str, Any]) -> None:
+        reported.append(True)
+        tune.report(_report(metrics, cfg.ray.scalarize))
+
+    metrics = run_trial(config, cfg, trial_dir, on_epoch=report)  # reports every epoch
+    if not reported:  # not trained (over budget), or trained before this retry
+        report(metrics)
+
+
+class _ConstrainedOptunaSearch(OptunaSearch):
+    """OptunaSearch that sets each trial's constraints (and metrics, as user attrs) on its
+    Optuna trial before ``tell``: NSGA-II reads feasibility from the trial, and Ray's
+    OptunaSearch has no hook for it (``_ot_trials`` holds the trials it asked)."""
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if result and ot_trial is not None and trial_id not in self._completed_trials:
+            for key, value in result.items():
+                if key.startswith(_CONSTRAINT):
+                    ot_trial.set_constraint(key.removeprefix(_CONSTRAINT), value)
+                elif key in _REPORTED:
+                    ot_trial.set_user_attr(key, value)
+        super().on_trial_complete(trial_id, result, error)
+
+
+class _Recurring(tune.Callback):
+    """Notes a trial error that will recur: a NasError, or the same error twice in a row."""
+
+    def __init__(self) -> None:
+        self.previous: str | None = None
+        self.reason: str | None = None
+
+    def _error(self, trial: Any) -> None:
+        exc: BaseException = RuntimeError("unknown error")
+        path = trial.pickled_error_file  # the driver's copy, written before these hooks run
+        if path and Path(path).is_file():
+            exc = cloudpickle.loads(Path(path).read_bytes())
+        cause = getattr(exc, "cause", None) or exc  # RayTaskError wraps the trial's own
+        lines = str(cause).strip().splitlines()
+        reason = f"{type(cause).__name__}: {lines[0] if lines else ''}"
+        if isinstance(cause, NasError) or reason == self.previous:
+            self.reason = self.reason or reason
+        self.previous = reason
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._error(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._error(trial)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.previous = None
+
+
+class _StopOnRecurring(tune.Stopper):
+    def __init__(self, recurring: _Recurring) -> None:
+        self.recurring = recurring
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.recurring.reason is not None
+
+
+def _searcher(cfg: MOConfig, url: str, metric: Any, mode: Any) -> OptunaSearch:
+    name = f"{cfg.study_name or cfg.name}-ray"
+    storage = rdb_storage(url)
+    directions = [("maximize" if m == "max" else "minimize") for m in
+                  (mode if isinstance(mode, list) else [mode])]
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        existing = None
+    if existing is not None and [d.name.lower() for d in existing.directions] != directions:
+        raise ConfigError(f"study {name!r} in {url} has other objectives; use another "
+                          "study_name or run_dir")
+    return _ConstrainedOptunaSearch(
+        space=functools.partial(define_space, cfg=cfg),  # picklable for restore
+        metric=metric,
+        mode=mode,
+        sampler=make_sampler(cfg),
+        study_name=name,
+        storage=storage,
+    )
 
 
 def run_ray_search(cfg: MOConfig) -> dict[str, Any]:
+    """Run (or restore) the Ray Tune experiment; write the same outputs as the Optuna driver."""
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    run = open_run(cfg.name, cfg.run_dir)
-    try:
+    if cfg.storage:  # a given URL fails before anything is loaded or logged
+        rdb_storage(cfg.storage)
+    check_inputs(cfg, devices=cfg.ray.address is None)  # a cluster's devices are remote
+    with open_run(cfg.name, cfg.run_dir, "mo-search") as run:
         run.save_config(dump_config(cfg))
+        if cfg.runtime.threads is None:  # a trial's threads are the CPUs Ray reserved for it
+            threads = max(1, int(cfg.ray.cpus_per_trial))
+            cfg = dataclasses.replace(
+                cfg, runtime=dataclasses.replace(cfg.runtime, threads=threads))
         if cfg.ray.scalarize:
             metric: Any = "score"
             mode: Any = "max"
@@ -81,26 +186,25 @@ def run_ray_search(cfg: MOConfig) -> dict[str, Any]:
             tune.with_parameters(_trainable, cfg=cfg, trials_root=trials_root),
             {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
         )
+        recurring = _Recurring()
         exp_path = storage / cfg.name
         if tune.Tuner.can_restore(exp_path):
             log.info("restoring Ray Tune experiment %s", exp_path)
             tuner = tune.Tuner.restore(str(exp_path), trainable, resume_errored=True)
         else:
-            searcher = OptunaSearch(
-                space=functools.partial(define_space, cfg=cfg),  # picklable for restore
-                metric=metric,
-                mode=mode,
-                sampler=make_sampler(cfg),
-            )
             scheduler = None
-            if cfg.ray.asha:
+            if cfg.ray.asha:  # max_t = the budget: the last epoch's report is the final one
                 scheduler = ASHAScheduler(
-                    metric="score", mode="max", max_t=max(cfg.budget.epochs, 1), grace_period=1
+                    time_attr="epochs", metric="score", mode="max",
+                    max_t=cfg.budget.epochs, grace_period=1,
                 )
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=ConcurrencyLimiter(searcher, cfg.ray.max_concurrent),
+                    search_alg=ConcurrencyLimiter(
+                        _searcher(cfg, storage_url(cfg, run.path), metric, mode),
+                        cfg.ray.max_concurrent,
+                    ),
                     scheduler=scheduler,
                     num_samples=cfg.n_trials,
                 ),
@@ -108,20 +212,30 @@ def run_ray_search(cfg: MOConfig) -> dict[str, Any]:
                     name=cfg.name,
                     storage_path=str(storage),
                     failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+                    stop=_StopOnRecurring(recurring),
+                    callbacks=[recurring],
                     verbose=0,
                 ),
             )
         results = tuner.fit()
+        if recurring.reason:
+            raise TrialError(f"a Ray Tune trial failed in a way that recurs "
+                             f"({recurring.reason}); stopped the experiment")
         rows = []
         for i, result in enumerate(results):
             m = result.metrics or {}
-            if result.error is None and m.get("partial") is False:
-                rows.append({"trial": i, **{k: m.get(k) for k in (
-                    "accuracy", "params", "latency", "macs", "feasible", "genotype", "trial_dir"
-                )}})
-        errors = sum(r.error is not None for r in results)
+            if result.error is None and m.get("val_acc") is not None:
+                row = {"trial": i, **{k: m.get(k) for k in _REPORTED}}
+                row["stopped"] = bool(row["feasible"]) and row["epochs"] < cfg.budget.epochs
+                rows.append(row)
+        errors = [r.error for r in results if r.error is not None]
+        if errors and not rows:
+            lines = str(errors[0]).strip().splitlines() or [type(errors[0]).__name__]
+            raise TrialError(f"all {len(errors)} Ray Tune trial(s) failed; first: {lines[-1]}")
         if errors:
-            log.warning("%d Ray Tune trial(s) ended in error after retries", errors)
+            log.warning("%d Ray Tune trial(s) ended in error after retries", len(errors))
+        stopped = sum(r["stopped"] for r in rows)
+        if stopped:
+            log.info("ASHA stopped %d of %d trials early (kept in trials.csv, not on the "
+                     "front)", stopped, len(rows))
         return write_outputs(rows, cfg, run.path)
-    finally:
-        run.detach_log()

@@ -16,6 +16,8 @@ from nas.ops import OPS
 from nas.ops.darts import FactorizedReduce, ReLUConvBN
 from nas.spaces import SearchSpace
 
+from .fused import cell_plan, fused_cell_forward
+
 __all__ = ["MixedOp", "SearchCell", "Supernet", "channel_shuffle", "derive_cell"]
 
 
@@ -157,6 +159,11 @@ class Supernet(nn.Module):
 
     Architecture parameters are ``nn.Parameter`` (so they live in ``state_dict``) and are
     split from the weights by :meth:`arch_parameters` / :meth:`weight_parameters`.
+
+    ``fused`` selects how the cells run: :func:`nas.search.fused.fused_cell_forward` (one
+    call per op for all edges leaving a state) or the reference :class:`MixedOp` per edge.
+    Both compute the same function with the same parameters; the attribute can be flipped
+    at any time.
     """
 
     ARCH_NAMES = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")
@@ -171,10 +178,12 @@ class Supernet(nn.Module):
         stem_multiplier: int = 3,
         partial_k: int = 1,
         edge_norm: bool = False,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.space = space
         self.edge_norm = edge_norm
+        self.fused = fused
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
@@ -193,6 +202,7 @@ class Supernet(nn.Module):
             self.cell_channels.append(C_curr)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, space.multiplier * C_curr
+            cell_plan(self.cells[-1])  # built now, outside any torch.compile trace
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         n_edges, n_ops = space.num_edges, len(space.ops)
@@ -225,9 +235,10 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {r: self.op_weights(r) for r in (False, True)}
         edges = {r: self.edge_weights(r) for r in (False, True)}
+        run = fused_cell_forward if self.fused else SearchCell.__call__
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights[cell.reduction], edges[cell.reduction])
+            s0, s1 = s1, run(cell, s0, s1, weights[cell.reduction], edges[cell.reduction])
         return self.classifier(torch.flatten(self.global_pooling(s1), 1))
 
     # cost ----------------------------------------------------------------------------

@@ -8,8 +8,10 @@ turns the sampled choices into objective values:
 - ``darts`` trials sample the cost weight λ, the space and the architecture learning rate,
   run a cost-aware differentiable search, then train its derived genotype briefly.
 
-Objectives: ``accuracy`` (held-out part of the training set, maximize), ``params`` (M),
-``latency`` (ms, deploy form, measured on the configured device) and ``macs`` (M).
+Objectives: ``val_acc`` (accuracy on a seeded, stratified holdout of the training set,
+maximize; the test split is never loaded, so it cannot choose the architecture),
+``params`` (M), ``latency`` (ms, deploy form, measured on the configured device) and
+``macs`` (M).
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from nas.config import DataConfig, RuntimeConfig
+from nas.config import DataConfig, RuntimeConfig, dump_config
 from nas.cost import count_macs, count_params, measure_latency
+from nas.data import holdout_split
 from nas.deploy import to_deploy
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NasError
 from nas.genotype import Genotype, save_genotype
 from nas.retrain import ModelConfig, TrainConfig, build_model, run_train
 from nas.run import atomic_write_text
-from nas.runtime import load_splits
+from nas.runtime import check_device, load_splits
 from nas.spaces import get_space
+from nas.threads import cpu_oversubscribed
+from nas.train import EPOCH
 
 from .darts import SearchConfig, SpaceConfig
 
@@ -42,6 +47,8 @@ __all__ = [
     "LatencyConfig",
     "ConstraintConfig",
     "RayConfig",
+    "TrialError",
+    "check_inputs",
     "define_space",
     "genotype_from_params",
     "run_trial",
@@ -51,11 +58,19 @@ log = logging.getLogger("nas")
 
 #: objective -> Optuna direction
 OBJECTIVES: dict[str, str] = {
-    "accuracy": "maximize",
+    "val_acc": "maximize",
     "params": "minimize",
     "latency": "minimize",
     "macs": "minimize",
 }
+
+_RENAMED = {"accuracy": "val_acc"}  # old objective names -> new (ConfigError names the new one)
+
+
+class TrialError(NasError):
+    """Trials fail in a way that will recur (the same error twice in a row), or none
+    completes: the search stops with this one line (exit status 2) instead of burning
+    every remaining trial on the same error."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +133,7 @@ class MOConfig:
     driver: Literal["optuna", "ray"] = "optuna"
     trial_kind: Literal["genotype", "darts"] = "genotype"
     objectives: list[str] = dataclasses.field(
-        default_factory=lambda: ["accuracy", "params", "latency"]
+        default_factory=lambda: ["val_acc", "params", "latency"]
     )
     n_trials: int = 20
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
@@ -137,11 +152,20 @@ class MOConfig:
     runtime: RuntimeConfig = dataclasses.field(
         default_factory=lambda: RuntimeConfig(progress=False)
     )
-    inject_failure: bool = False  # testing aid: the run's first trial attempt raises once
+    # Testing aid: true makes the run's first trial attempt raise once; "always" makes
+    # every attempt raise the same error (a failure that recurs).
+    inject_failure: bool | Literal["always"] = False
 
     def validate(self) -> None:
         if not self.objectives:
             raise ConfigError("objectives: at least one")
+        named = {"objectives": self.objectives, "ray.scalarize": self.ray.scalarize}
+        for where, names in named.items():
+            for old in sorted(set(names) & set(_RENAMED)):
+                raise ConfigError(
+                    f"{where}: {old!r} is now {_RENAMED[old]!r} (accuracy on the holdout of "
+                    "the training set; the test split is never used)"
+                )
         for obj in self.objectives:
             if obj not in OBJECTIVES:
                 raise ConfigError(
@@ -156,6 +180,13 @@ class MOConfig:
                 raise ConfigError(f"ray.scalarize: unknown objective {obj!r}")
         if self.ray.asha and not self.ray.scalarize:
             raise ConfigError("ray.asha needs ray.scalarize (ASHA stops on one metric)")
+        if not 0.0 < self.budget.holdout < 1.0:
+            raise ConfigError(
+                f"budget.holdout must be in (0, 1), got {self.budget.holdout}: trials are "
+                "scored on held-out training images, never on the test split"
+            )
+        if self.budget.epochs < 1:
+            raise ConfigError(f"budget.epochs must be >= 1, got {self.budget.epochs}")
         self.space.build()
         for name in self.darts.spaces:
             get_space(name)
@@ -215,8 +246,41 @@ def _train_cfg(cfg: MOConfig, trial_dir: Path) -> TrainConfig:
         ),
         optim=dataclasses.replace(TrainConfig().optim, epochs=b.epochs, lr=b.lr),
         runtime=dataclasses.replace(cfg.runtime, progress=False),
+        eval_every=1,  # a val_acc every epoch, for ASHA's intermediate reports
         holdout=b.holdout,
+        holdout_seed=cfg.runtime.seed,  # one holdout for every trial: comparable scores
     )
+
+
+#: per process: data config (YAML) -> (C, H, W), number of classes
+_DATA_INFO: dict[str, tuple[tuple[int, int, int], int]] = {}
+
+
+def data_info(data: DataConfig) -> tuple[tuple[int, int, int], int]:
+    """Image shape and class count of the training split, loaded once per process.
+
+    A trial builds its network and measures its costs before training (an over-budget
+    trial is not trained), so it needs these first; ``load_splits`` keeps ``data.limit``
+    and logs the split's real size.
+    """
+    key = dump_config(data)
+    if key not in _DATA_INFO:
+        train, _ = load_splits(data, test=False)
+        _DATA_INFO[key] = (tuple(train.shape), train.num_classes)
+    return _DATA_INFO[key]
+
+
+def check_inputs(cfg: MOConfig, devices: bool = True) -> None:
+    """Fail before the first trial on what would fail every trial: data that cannot load,
+    a holdout that leaves an empty split, an absent device (ConfigError/DataError, which
+    the CLI prints as one line with exit status 2). ``devices=False`` on a Ray cluster,
+    whose GPUs are on the workers."""
+    if devices:
+        check_device(cfg.runtime.device)
+        check_device(cfg.latency.device)
+    train, _ = load_splits(cfg.data, test=False)
+    holdout_split(train, cfg.budget.holdout, cfg.runtime.seed)
+    _DATA_INFO[dump_config(cfg.data)] = (tuple(train.shape), train.num_classes)
 
 
 def _search_genotype(params: dict[str, Any], cfg: MOConfig, trial_dir: Path) -> Genotype:
@@ -240,6 +304,9 @@ def _search_genotype(params: dict[str, Any], cfg: MOConfig, trial_dir: Path) -> 
             device=cfg.latency.device,
         ),
         runtime=dataclasses.replace(cfg.runtime, progress=False),
+        # the holdout that scores the genotype afterwards stays out of the search too
+        holdout=cfg.budget.holdout,
+        holdout_seed=cfg.runtime.seed,
     )
     return run_search(search).genotype
 
@@ -250,23 +317,31 @@ def run_trial(
     trial_dir: str | Path,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Objective values (and bookkeeping) for one trial's sampled ``params``."""
+    """Objective values (and bookkeeping) for one trial's sampled ``params``.
+
+    Costs (params, MACs, latency) and constraint violations come first, from the untrained
+    network; only a feasible network is trained. ``on_epoch`` gets, after every training
+    epoch, the same dict this function returns, with that epoch's ``val_acc`` and the
+    ``epochs`` done so far, so an early-stopped trial (Ray Tune's ASHA) has complete values.
+    """
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     marker = trial_dir.parent / ".injected_failure"
+    if cfg.inject_failure == "always":
+        raise RuntimeError("injected failure (inject_failure=always)")
     if cfg.inject_failure and not marker.exists():
         marker.write_text(trial_dir.name)
         raise RuntimeError(f"injected failure in {trial_dir.name} (inject_failure=true)")
     if cfg.trial_kind == "genotype":
         genotype = genotype_from_params(params, cfg)
-    else:
+    else:  # the DARTS search logs the genotype it derives
         genotype = _search_genotype(params, cfg, trial_dir)
     save_genotype(genotype, trial_dir / "genotype.yaml")
     tcfg = _train_cfg(cfg, trial_dir)
-    sample, _ = load_splits(dataclasses.replace(cfg.data, limit=1), test=False)
-    shape = sample.shape
-    model = build_model(tcfg, shape[0], sample.num_classes, genotype)
+    shape, num_classes = data_info(cfg.data)
+    model = build_model(tcfg, shape[0], num_classes, genotype)
     deployed = to_deploy(model)
+    busy_before = cpu_oversubscribed()
     metrics: dict[str, Any] = {
         "params": count_params(model) / 1e6,
         "macs": count_macs(model, (1, *shape)) / 1e6,
@@ -274,6 +349,8 @@ def run_trial(
             deployed, (cfg.latency.batch_size, *shape), cfg.latency.device,
             repeats=cfg.latency.repeats,
         ),
+        # measured while the CPU was oversubscribed: the figure is noise, flag it
+        "latency_noisy": busy_before or cpu_oversubscribed(),
     }
     c = cfg.constraints
     violations: dict[str, float] = {}
@@ -282,14 +359,26 @@ def run_trial(
     if c.latency_max_ms is not None:
         violations["latency"] = metrics["latency"] - c.latency_max_ms
     feasible = all(v <= 0 for v in violations.values())
-    if feasible:
-        [result] = run_train(tcfg, genotype, on_epoch=on_epoch)
-        metrics["accuracy"] = float(result.test_acc or 0.0)
-    else:  # over budget: not worth training; infeasible for the sampler anyway
-        metrics["accuracy"] = 0.0
     metrics.update(
         constraints=violations, feasible=feasible, genotype=str(genotype),
-        trial_dir=str(trial_dir),
+        trial_dir=str(trial_dir), epochs=0,
     )
+    log.info(
+        "%s: %s%.4f M params, %.2f M MACs, latency %.3f ms (%s)%s", trial_dir.name,
+        f"{genotype}, " if cfg.trial_kind == "genotype" else "", metrics["params"],
+        metrics["macs"], metrics["latency"], cfg.latency.device,
+        "" if feasible else f"; over budget {violations}, not trained",
+    )
+    if feasible:
+        def epoch_done(row: dict[str, Any]) -> None:
+            if on_epoch is not None and "val_acc" in row:
+                on_epoch({**metrics, "val_acc": float(row["val_acc"]), "epochs": row[EPOCH] + 1})
+
+        [result] = run_train(tcfg, genotype, on_epoch=epoch_done)
+        if result.val_acc is None:  # holdout is always set here; never fall back to test
+            raise RuntimeError(f"{trial_dir.name}: training reported no holdout accuracy")
+        metrics.update(val_acc=float(result.val_acc), epochs=cfg.budget.epochs)
+    else:  # over budget: not worth training; infeasible for the sampler anyway
+        metrics["val_acc"] = 0.0
     atomic_write_text(trial_dir / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

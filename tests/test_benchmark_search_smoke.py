@@ -41,3 +41,27 @@ def test_metadata_and_markdown(quick_result: tuple[dict, Path]) -> None:
     assert meta["space"] == "full"
     table = (out / "search.md").read_text()
     assert "| loop | batch | device |" in table and "settings:" in table
+
+
+@pytest.fixture(scope="module")
+def fused_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    return quick_run("fused", tmp_path_factory.mktemp("bench_fused"))
+
+
+def test_fused_benchmark_rows(fused_result: tuple[dict, Path]) -> None:
+    """``benchmarks/fused.py --quick``: every case has a reference and a fused row."""
+    data, out = fused_result
+    rows = data["rows"]
+    assert {r["case"] for r in rows} == {
+        "darts-k1-first", "darts-k1-second", "full-k4-edgenorm-first"
+    }
+    for case in {r["case"] for r in rows}:
+        paths = {r["path"]: r for r in rows if r["case"] == case}
+        assert set(paths) == {"reference", "fused"}
+        for r in paths.values():
+            assert r["status"] == "ok", r
+            assert r["ms_per_step"] > 0 and r["images_per_s"] > 0 and r["peak_mem_MB"] > 0, r
+        assert paths["reference"]["speedup_vs_ref"] == 1.0
+        assert paths["fused"]["speedup_vs_ref"] > 0
+    assert data["metadata"]["failures"] == []
+    assert "| case | path | space |" in (out / "fused.md").read_text()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from nas.cli import build_parser, main
@@ -33,3 +37,84 @@ def test_bad_input_exits_2(argv, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+TINY_TRAIN = [
+    "data.name=synthetic",
+    "data.options={num_samples: 24, image_size: 8, channels: 3, num_classes: 3}",
+    "data.batch_size=12", "data.eval_batch_size=24", "model.layers=3", "model.init_channels=4",
+    "optim.epochs=1", "runtime.progress=false", "runtime.device=cpu",
+]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _read_only_dir(tmp_path: Path) -> Path:
+    """A directory this process cannot write to. Root ignores mode bits, so as root use a
+    read-only system folder (``/sys``) when there is one, else skip."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    for candidate in (Path("/sys"), Path("/proc/sys")):
+        try:
+            fd, probe = tempfile.mkstemp(dir=candidate)
+        except OSError:
+            return candidate
+        os.close(fd)
+        os.unlink(probe)
+    pytest.skip("running as root with no read-only directory to write into")
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_run_dir_read_only(command: str, tmp_path: Path, capsys):
+    folder = _read_only_dir(tmp_path)
+    try:
+        assert main(["-q", command, "quick", f"run_dir={folder}", *TINY_TRAIN[:4]]) == 2
+    finally:
+        if folder.is_relative_to(tmp_path):
+            folder.chmod(0o755)
+    line = _one_error_line(capsys)
+    assert str(folder) in line and "run_dir" in line
+
+
+@pytest.mark.parametrize("command", ["train", "search", "compare"])
+def test_run_dir_is_a_file(command: str, tmp_path: Path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    assert main(["-q", command, "quick", f"run_dir={taken}", *TINY_TRAIN[:4]]) == 2
+    assert "run_dir" in _one_error_line(capsys)
+    assert taken.read_text() == "keep me\n"
+
+
+def test_quiet_keeps_progress_off_stderr_but_in_log(tmp_path: Path, capsys):
+    assert main(["-q", "train", "quick", f"run_dir={tmp_path}", *TINY_TRAIN]) == 0
+    assert capsys.readouterr().err == ""
+    assert "epoch 1/1" in (tmp_path / "log.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00garbage" * 64, b"PK\x03\x04truncated zip"],
+    ids=["empty", "random", "truncated"],
+)
+def test_train_resume_from_garbage_checkpoint(content: bytes, tmp_path: Path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    assert main(["-q", "train", "quick", f"run_dir={tmp_path}", *TINY_TRAIN]) == 2
+    assert "checkpoint.pt" in _one_error_line(capsys)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == content  # never deleted for the user
+
+
+def test_deploy_foreign_weights(tmp_path: Path, capsys):
+    import torch
+
+    assert main(["-q", "train", "quick", f"run_dir={tmp_path}", *TINY_TRAIN]) == 0
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "model.pt")
+    capsys.readouterr()
+    assert main(["-q", "deploy", str(tmp_path)]) == 2
+    assert "model.pt" in _one_error_line(capsys)

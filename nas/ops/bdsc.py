@@ -160,7 +160,7 @@ class BDSCDeploy2d(nn.Module):
         super().__init__()
         self.pointwise = pointwise
         self.register_buffer("mask", mask.to(torch.bool))
-        self.register_buffer("alpha", alpha.detach().float().reshape(-1))
+        self.register_buffer("alpha", alpha.detach().clone().reshape(-1))
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
         self.stride = stride
         self.padding = padding
@@ -169,9 +169,13 @@ class BDSCDeploy2d(nn.Module):
     @classmethod
     @torch.no_grad()
     def from_training(cls, m: BDSCConv2d) -> BDSCDeploy2d:
-        """Build from a trained :class:`BDSCConv2d` (its ``Q`` is read, not modified)."""
-        pw = nn.Conv2d(m.in_channels, m.mid_channels, 1, bias=False).to(m.Q.device)
-        pw.weight.copy_(m.pointwise.weight)
+        """Build from a trained :class:`BDSCConv2d` (its ``Q`` is read, not modified).
+
+        Keeps the trained module's dtype and device (a float64 or bf16 model deploys as one).
+        """
+        w = m.pointwise.weight
+        pw = nn.Conv2d(m.in_channels, m.mid_channels, 1, bias=False, device=w.device, dtype=w.dtype)
+        pw.weight.copy_(w)
         q = m.Q.detach()
         alpha = q.abs().mean(dim=(1, 2, 3))
         return cls(pw, q >= 0, alpha, m.bias, m.stride, m.padding)

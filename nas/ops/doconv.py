@@ -35,6 +35,12 @@ def _fp32_region(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def _tiled_identity(mn: int, d_mul: int) -> Tensor:
+    """``(mn, d_mul)``: ``d_mul // mn`` blocks ``eye(mn)`` side by side, then zero columns."""
+    blocks, rest = divmod(d_mul, mn)
+    return torch.cat([torch.eye(mn)] * blocks + [torch.zeros(mn, rest)], dim=1)
+
+
 class DOConv2d(nn.Module):
     """Depthwise over-parameterized ``Conv2d`` (DO-Conv, or DO-DConv when depthwise).
 
@@ -45,18 +51,20 @@ class DOConv2d(nn.Module):
     ``d_mul`` (default ``M*N``, must be ``>= M*N``) is the depth multiplier of the paper.
 
     Parameters: ``W`` ``(C_out, C_in/groups, D_mul)`` and ``D_prime`` ``(C_in, M*N, D_mul)``,
-    zero-initialised so the layer starts as the plain convolution ``W``.  The identity ``I``
-    is a non-persistent buffer (``(M*N, D_mul)``, broadcast over channels; identity in the
-    first ``M*N`` columns, zeros after, paper Sec. 4.5), not a parameter, so parameter
-    counts are honest: ``C = 64, K = 3`` gives 42,048 (training) and 36,864 (deployed).
+    zero-initialised so the layer starts as ``D = I``.  The identity ``I`` is a
+    non-persistent buffer ``D_eye`` of shape ``(M*N, D_mul)``, broadcast over channels, not
+    a parameter, so parameter counts are honest: ``C = 64, K = 3`` gives 42,048 (training)
+    and 36,864 (deployed).  ``I`` holds ``D_mul // (M*N)`` whole ``eye(M*N)`` blocks side by
+    side and zeros in the last ``D_mul mod (M*N)`` columns (paper Sec. 4.5, identity "as much
+    as possible"), so at init ``W'[o, i, s] = sum_k W[o, i, k*M*N + s]`` over the blocks.
     A ``1x1`` kernel is not over-parameterized (``D`` would be one scalar per input channel,
     which a plain conv absorbs): ``W`` is then ``(C_out, C_in/groups, 1)`` and ``D_prime``
     is ``None``.
 
-    ``W[..., :M*N]`` uses ``nn.Conv2d``'s default initialisation (same fan-in), so at
-    init the layer is distributed like the conv it replaces; the extra columns of ``W``
-    (when ``d_mul > M*N``) get the same distribution so their gradients are not stuck at
-    zero.  Use :meth:`from_conv` to start from a given conv exactly.
+    ``W`` is uniform with ``nn.Conv2d``'s bound divided by ``sqrt(D_mul // (M*N))``, so the
+    initial ``W'`` (a sum over the identity blocks) has the variance of the conv it replaces;
+    the zero-identity columns get the same distribution so ``D'`` there is not stuck at zero.
+    Use :meth:`from_conv` to start from a given conv exactly.
     """
 
     def __init__(
@@ -102,7 +110,7 @@ class DOConv2d(nn.Module):
         self.W = nn.Parameter(torch.empty(out_channels, in_channels // groups, d_mul))
         if self.overparameterized:
             self.D_prime: nn.Parameter | None = nn.Parameter(torch.zeros(in_channels, mn, d_mul))
-            self.register_buffer("D_eye", torch.eye(mn, d_mul), persistent=False)
+            self.register_buffer("D_eye", _tiled_identity(mn, d_mul), persistent=False)
         else:
             self.register_parameter("D_prime", None)
             self.D_eye = None
@@ -110,10 +118,11 @@ class DOConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """``nn.Conv2d``'s default init for ``W`` (fan-in ``C_in/groups * M*N``), ``D' = 0``."""
+        """``W'`` starts with ``nn.Conv2d``'s default init variance, ``D' = 0``."""
         fan_in = (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
-        # kaiming_uniform_(a=sqrt(5)) as nn.Conv2d does, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        # kaiming_uniform_(a=sqrt(5)) as nn.Conv2d does, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+        # shrunk by sqrt(#identity blocks): W' sums that many independent columns of W.
+        bound = 1.0 / math.sqrt(fan_in * self.identity_blocks) if fan_in > 0 else 0.0
         with torch.no_grad():
             self.W.uniform_(-bound, bound)
             if self.D_prime is not None:
@@ -121,9 +130,17 @@ class DOConv2d(nn.Module):
             if self.bias is not None:
                 self.bias.uniform_(-bound, bound)
 
+    @property
+    def identity_blocks(self) -> int:
+        """How many whole ``eye(M*N)`` blocks ``I`` holds (``D_mul // (M*N)``; 1 for ``1x1``)."""
+        return self.d_mul // (self.kernel_size[0] * self.kernel_size[1])
+
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, d_mul: int | None = None) -> DOConv2d:
-        """A DOConv2d computing exactly what ``conv`` computes (its kernel becomes ``W``)."""
+        """A DOConv2d computing what ``conv`` computes (up to rounding when ``D_mul >= 2*M*N``).
+
+        The kernel is split evenly over the identity blocks of ``W``, whose sum is ``W'``.
+        """
         if conv.padding_mode != "zeros":
             raise ValueError(f"only padding_mode='zeros' is supported; got {conv.padding_mode!r}")
         padding = conv.padding
@@ -141,8 +158,10 @@ class DOConv2d(nn.Module):
             d_mul=d_mul,
         ).to(device=conv.weight.device, dtype=conv.weight.dtype)
         mn = layer.kernel_size[0] * layer.kernel_size[1]
-        with torch.no_grad():
-            layer.W[..., :mn].copy_(conv.weight.flatten(2))
+        blocks = layer.identity_blocks
+        with torch.no_grad():  # split the kernel evenly over the identity blocks; W' sums them
+            w = conv.weight.flatten(2) / blocks
+            layer.W[..., : blocks * mn].copy_(w.repeat(1, 1, blocks))
             if conv.bias is not None and layer.bias is not None:
                 layer.bias.copy_(conv.bias)
         return layer

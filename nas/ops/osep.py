@@ -41,11 +41,11 @@ def solve_osep_groups(
 
     Exhaustive search over divisor pairs: ``g1`` divides ``c_in`` and ``c2``, ``g2``
     divides ``c2`` and ``c_out``, and the channel condition ``g1 * g2 <= c2 / gamma``
-    holds. On an exact parameter tie the larger ``g2`` wins (tied pairs are equally far
-    from the continuous optimum; this keeps a real shuffle, e.g. ``C = 18, K = 3`` gives
-    ``(9, 2)`` rather than the depthwise-separable ``(18, 1)``). This replaces the
-    paper's ``ceil(C / n)`` rounding (Algorithm 1), which can violate the channel
-    condition and yields groups that do not divide the channels.
+    holds. On an exact parameter tie the larger ``g1`` wins (OPERATORS.md; tied pairs are
+    equally far from the continuous optimum in ratio, ``g1 * g1' = g1*^2``), e.g.
+    ``C = 18, K = 3`` ties ``(9, 2)`` with ``(18, 1)`` and gives the depthwise-separable
+    ``(18, 1)``. This replaces the paper's ``ceil(C / n)`` rounding (Algorithm 1), which
+    can violate the channel condition and yields groups that do not divide the channels.
 
     Args:
         c_in: input channels of the first convolution.

@@ -18,6 +18,8 @@ channels.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -34,6 +36,8 @@ __all__ = [
     "ssl_sparsity",
     "displacement_parameters",
     "set_shifts_frozen",
+    "shift_freeze_epoch",
+    "apply_shift_freeze",
     "grouped_shift_init",
 ]
 
@@ -235,12 +239,42 @@ def ssl_sparsity(model: nn.Module) -> float:
 def set_shifts_frozen(model: nn.Module, frozen: bool) -> None:
     """Freeze (or unfreeze) every SSL layer's displacements, e.g. for the last 25 % of training.
 
-    Freezing also drops any stored gradient so a momentum optimizer skips the parameter.
+    A frozen layer detaches its displacements in ``forward`` and in :func:`ssl_penalty`, so
+    they never get a gradient again; freezing also drops any stored gradient. ``torch.optim``
+    skips parameters whose ``grad`` is ``None``, so neither momentum nor weight decay can move
+    them. ``requires_grad`` stays ``True`` on purpose: the search passes every weight to
+    ``backward(inputs=...)`` and ``autograd.grad``, which reject tensors that need no grad.
     """
     for m in _shift_layers(model):
         m.frozen = bool(frozen)
         if frozen:
             m.displacement.grad = None
+
+
+def shift_freeze_epoch(epochs: int, freeze_at: float) -> int:
+    """First (0-based) epoch with frozen shifts: ``ceil(freeze_at * epochs)``.
+
+    Rounding up lets the shifts learn for at least ``freeze_at`` of training (0.75 of 64
+    epochs: epochs 0-47 learn, 48-63 are frozen); ``freeze_at = 1`` never freezes.
+    """
+    if not 0.0 < freeze_at <= 1.0:
+        raise ConfigError(f"SSL freeze_at must be in (0, 1], got {freeze_at}")
+    return math.ceil(round(freeze_at * epochs, 9))  # round: 0.7 * 10 is 7.000000000000001
+
+
+def apply_shift_freeze(
+    model: nn.Module, epoch: int, epochs: int, freeze_at: float | None
+) -> bool:
+    """Freeze the SSL displacements for epoch ``epoch`` (0-based) of ``epochs``; call at the
+    start of every epoch. Returns whether they are frozen.
+
+    Frozen iff ``freeze_at`` is set and ``epoch >= shift_freeze_epoch(epochs, freeze_at)``;
+    otherwise unfrozen. The state depends on the epoch alone (it is not in the checkpoint),
+    so a resumed run freezes or unfreezes exactly as an uninterrupted one.
+    """
+    frozen = freeze_at is not None and epoch >= shift_freeze_epoch(epochs, freeze_at)
+    set_shifts_frozen(model, frozen)
+    return frozen
 
 
 @register_op("ssl_conv")

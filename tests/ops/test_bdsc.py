@@ -155,3 +155,50 @@ def test_registry_op_shapes_and_grads(stride: int, size: int, out_size: int) -> 
     for name, p in op.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+def _trained_like(dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor]:
+    """ReLU -> BDSC -> BN and a bare BDSCConv2d (with bias), cast to ``dtype``, in eval."""
+    gen = torch.Generator().manual_seed(4)
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        OPS["bdsc_conv_3x3"](8, 2, True), BDSCConv2d(8, 6, 3, bias=True, expansion=1.5)
+    )
+    _perturb_bn(model, gen)
+    with torch.no_grad():
+        model[1].bias.normal_(generator=gen)
+    x = torch.randn(2, 8, 9, 9, generator=gen)
+    return model.to(dtype).eval(), x.to(dtype)
+
+
+def test_deploy_keeps_float64() -> None:
+    """A float64 model deploys as float64 and matches the training form to fp64 rounding."""
+    model, x = _trained_like(torch.float64)
+    dep = to_deploy(model)
+    deployed = [m for m in dep.modules() if isinstance(m, BDSCDeploy2d)]
+    assert len(deployed) == 2
+    for m in deployed:
+        assert m.pointwise.weight.dtype == m.alpha.dtype == torch.float64
+    with torch.no_grad():
+        ref, out = model(x), dep(x)
+    assert out.dtype == torch.float64
+    assert (out - ref).abs().max().item() <= 1e-10
+    # α stored in fp32 (the old deploy form) is off by ~1e-8 relative: the check can fail
+    for m in deployed:
+        m.alpha.copy_(m.alpha.float())
+    with torch.no_grad():
+        assert (dep(x) - ref).abs().max().item() > 1e-10
+
+
+def test_deploy_keeps_bfloat16() -> None:
+    """A bf16 model deploys as bf16 and stays close to the training form at bf16 precision."""
+    model, x = _trained_like(torch.bfloat16)
+    dep = to_deploy(model)
+    for m in dep.modules():
+        if isinstance(m, BDSCDeploy2d):
+            assert m.pointwise.weight.dtype == m.alpha.dtype == torch.bfloat16
+    with torch.no_grad():
+        ref, out = model(x), dep(x)
+    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    scale = ref.float().abs().max().item()
+    assert (out.float() - ref.float()).abs().max().item() <= 3e-2 * scale

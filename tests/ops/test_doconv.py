@@ -90,10 +90,66 @@ def test_param_count_d_mul_larger(C_in, C_out, k, d_mul, groups) -> None:
     M, N = (k, k) if isinstance(k, int) else k
     m = DOConv2d(C_in, C_out, k, groups=groups, d_mul=d_mul)
     assert n_params(m) == C_out * (C_in // groups) * d_mul + C_in * M * N * d_mul
-    # I: identity in the first M*N columns, zeros after (paper Sec. 4.5)
-    eye = m.D_eye
-    assert torch.equal(eye[:, : M * N], torch.eye(M * N))
-    assert torch.count_nonzero(eye[:, M * N :]) == 0
+    # I: D_mul // (M*N) whole identity blocks, then zero columns (paper Sec. 4.5)
+    assert torch.equal(m.D_eye, _identity_rule(M * N, d_mul))
+
+
+def _identity_rule(mn: int, d_mul: int) -> torch.Tensor:
+    """I[s, d] = 1 iff column d lies in a whole block (d < (d_mul // mn)*mn) and d % mn == s."""
+    eye = torch.zeros(mn, d_mul)
+    whole = (d_mul // mn) * mn
+    for s in range(mn):
+        for d in range(d_mul):
+            eye[s, d] = float(d < whole and d % mn == s)
+    return eye
+
+
+@pytest.mark.parametrize(("d_mul", "blocks", "zero_cols"), [(25, 2, 7), (36, 4, 0)])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_table8_d_mul_tiles_identity(d_mul: int, blocks: int, zero_cols: int, groups) -> None:
+    """Paper Table 8 settings at 3x3: I tiles eye(9) as often as it fits (not one block)."""
+    C_in, C_out = 4, 4 if groups > 1 else 5
+    torch.manual_seed(0)
+    m = DOConv2d(C_in, C_out, 3, groups=groups, d_mul=d_mul)
+    # layout of I, per input channel (the buffer is broadcast over channels)
+    full = m.D_eye.expand(C_in, 9, d_mul)
+    assert full.shape == m.D_prime.shape == (C_in, 9, d_mul)
+    for i in range(C_in):
+        for k in range(blocks):
+            assert torch.equal(full[i, :, 9 * k : 9 * (k + 1)], torch.eye(9))
+        assert torch.count_nonzero(full[i, :, 9 * blocks :]) == 0
+        assert full[i, :, 9 * blocks :].shape[1] == zero_cols
+    assert int(m.D_eye.sum()) == 9 * blocks
+    # params: C_out*(C_in/groups)*D_mul + C_in*M*N*D_mul
+    assert n_params(m) == C_out * (C_in // groups) * d_mul + C_in * 9 * d_mul
+    # at init (D' = 0): W'[o, i, s] = sum over the identity copies of W[o, i, 9k + s]
+    W = m.W.detach().double()
+    expected = torch.zeros(C_out, C_in // groups, 9, dtype=torch.float64)
+    for o in range(C_out):
+        for i in range(C_in // groups):
+            for s in range(9):
+                expected[o, i, s] = sum(float(W[o, i, 9 * k + s]) for k in range(blocks))
+    expected = expected.reshape(C_out, C_in // groups, 3, 3)
+    assert_close(m.composed_weight().double(), expected, rtol=1e-6, atol=1e-7)
+    x = torch.randn(2, C_in, 7, 7)
+    assert_close(m(x), F.conv2d(x, expected.float(), padding=1, groups=groups))
+    # one identity copy only (the old layout) gives a different layer: the check can fail
+    assert not torch.allclose(m.composed_weight().double(), W[..., :9].reshape_as(expected))
+    # deploy fold equals the training form in eval, with D' != 0
+    _perturb(m, scale=0.3)
+    m.eval()
+    deployed = to_deploy(m)
+    assert type(deployed) is nn.Conv2d and n_params(deployed) == C_out * (C_in // groups) * 9
+    assert_close(deployed(x), m(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("d_mul", [9, 25, 36])
+def test_init_variance_matches_conv_default(d_mul: int) -> None:
+    """W' at init (a sum over the identity blocks) has nn.Conv2d's variance 1/(3*fan_in)."""
+    torch.manual_seed(0)
+    m = DOConv2d(64, 64, 3, d_mul=d_mul)
+    var = m.composed_weight().detach().double().var().item()
+    assert var == pytest.approx(1 / (3 * 64 * 9), rel=0.05)
 
 
 def test_one_by_one_not_overparameterized() -> None:

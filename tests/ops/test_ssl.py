@@ -7,13 +7,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.config import SSLConfig, build
 from nas.deploy import to_deploy
+from nas.errors import ConfigError
 from nas.ops import OPS, op_family
 from nas.ops.ssl import (
     IntegerShift2d,
     SparseShift2d,
+    apply_shift_freeze,
     displacement_parameters,
     set_shifts_frozen,
+    shift_freeze_epoch,
     ssl_penalty,
     ssl_sparsity,
 )
@@ -199,6 +203,74 @@ def test_frozen_gets_no_displacement_grad() -> None:
     set_shifts_frozen(model, False)
     model(x).sum().backward()
     assert layer.displacement.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("epochs", "freeze_at", "first_frozen"),
+    [(64, 0.75, 48), (50, 0.75, 38), (10, 0.7, 7), (3, 0.5, 2), (4, 1.0, 4)],
+)
+def test_shift_freeze_epoch_rule(epochs: int, freeze_at: float, first_frozen: int) -> None:
+    """Frozen from epoch ceil(freeze_at·epochs): the shifts learn for >= freeze_at of training."""
+    assert shift_freeze_epoch(epochs, freeze_at) == first_frozen
+    model = nn.Sequential(SparseShift2d(4))
+    states = [apply_shift_freeze(model, e, epochs, freeze_at) for e in range(epochs)]
+    assert states == [e >= first_frozen for e in range(epochs)]
+    assert not any(apply_shift_freeze(model, e, epochs, None) for e in range(epochs))
+
+
+@pytest.mark.parametrize("freeze_at", [0.0, -0.5, 1.5, float("nan")])
+def test_shift_freeze_rejects_bad_fraction(freeze_at: float) -> None:
+    with pytest.raises(ConfigError):
+        apply_shift_freeze(nn.Sequential(SparseShift2d(4)), 0, 10, freeze_at)
+    with pytest.raises(ConfigError):
+        build(SSLConfig, {"freeze_at": freeze_at})
+    assert build(SSLConfig, {"freeze_at": 0.75}).freeze_at == 0.75
+    assert build(SSLConfig, {}).freeze_at is None
+
+
+def test_freeze_stops_displacements_under_momentum_and_weight_decay() -> None:
+    """Shifts move while learning and are bit-identical after the freeze epoch, although SGD
+    has momentum and weight decay on them; unfreezing (a resume before the freeze) moves them."""
+    torch.manual_seed(0)
+    shift = SparseShift2d(4, init="zeros")
+    with torch.no_grad():
+        shift.displacement.uniform_(-0.4, 0.4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), shift, nn.Conv2d(4, 2, 3, padding=1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    x, target = torch.randn(4, 3, 6, 6), torch.randn(4, 2, 6, 6)
+    epochs, freeze_at, steps = 4, 0.5, 3
+
+    def epoch_of_training(epoch: int) -> bool:
+        frozen = apply_shift_freeze(model, epoch, epochs, freeze_at)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = F.mse_loss(model(x), target) + 1e-2 * ssl_penalty(model)
+            loss.backward()
+            opt.step()
+        return frozen
+
+    disp = [shift.displacement.detach().clone()]
+    conv = [model[0].weight.detach().clone()]
+    frozen = []
+    for epoch in range(epochs):
+        frozen.append(epoch_of_training(epoch))
+        disp.append(shift.displacement.detach().clone())
+        conv.append(model[0].weight.detach().clone())
+    assert frozen == [False, False, True, True]
+    for e in range(epochs):
+        assert not torch.equal(conv[e], conv[e + 1])  # the network keeps training
+    assert not torch.equal(disp[0], disp[1]) and not torch.equal(disp[1], disp[2])
+    assert torch.equal(disp[2], disp[3]) and torch.equal(disp[3], disp[4])
+    assert shift.displacement.grad is None
+    assert torch.count_nonzero(opt.state[shift.displacement]["momentum_buffer"]) > 0
+    # The check can fail: a zero gradient (instead of None) lets momentum and decay move them.
+    shift.displacement.grad = torch.zeros_like(shift.displacement)
+    opt.step()
+    assert not torch.equal(shift.displacement.detach(), disp[4])
+    # Resuming at an epoch before the freeze unfreezes: the shifts learn again.
+    before = shift.displacement.detach().clone()
+    assert epoch_of_training(1) is False and not shift.frozen
+    assert not torch.equal(shift.displacement.detach(), before)
 
 
 def _perturb_bn(model: nn.Module, gen: torch.Generator) -> None:

@@ -14,35 +14,19 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from _mo_helpers import TINY, tiny_cfg
 from optuna.trial import TrialState
 
 from nas.cli import main
-from nas.config import load_config
 from nas.genotype import load_genotype
 from nas.network import NetworkCIFAR
 from nas.pareto import pareto_mask
 from nas.search.mo_optuna import open_study, run_mo_search, storage_url
 from nas.search.trial import MOConfig
 
-TINY = [
-    "data.name=synthetic",
-    "data.options={num_samples: 40, image_size: 8, channels: 3, num_classes: 3}",
-    "data.batch_size=16",
-    "data.eval_batch_size=32",
-    "space.ops=[none, skip_connect, max_pool_3x3, sep_conv_3x3, c2sp_conv_2x2, ssl_conv, "
-    "bdsc_conv_3x3, osep_conv_3x3, do_conv_3x3]",
-    "space.steps=2",
-    "space.multiplier=2",
-    "budget.epochs=1",
-    "budget.init_channels=4",
-    "budget.layers=3",
-    "latency.repeats=2",
-    "population_size=2",
-]
-
 
 def _cfg(run: Path, *extra: str) -> MOConfig:
-    return load_config(MOConfig, None, [f"run_dir={run}", *TINY, *extra])
+    return tiny_cfg(run, *extra)
 
 
 def test_pareto_mask_three_objectives_hand_made():
@@ -100,11 +84,18 @@ def test_killed_mo_search_continues_the_study(tmp_path):
     assert all(after[n] == v for n, v in kept.items())  # finished trials kept as they were
 
 
-def _study_is_clean(study: optuna.Study, n_trials: int, run: Path) -> None:
+def _study_is_clean(study: optuna.Study, n_trials: int, run: Path, extra: int = 0) -> None:
+    """No lost trial, no duplicate number, no architecture proposed twice.
+
+    ``extra``: complete trials allowed beyond ``n_trials`` (separate processes each stop
+    at the study-wide count, so both may finish one more; workers of one run do not).
+    """
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))  # no duplicates
-    assert n_trials <= len(complete) <= n_trials + 1  # two workers may both finish the last one
+    assert n_trials <= len(complete) <= n_trials + extra, [t.state for t in study.trials]
+    proposals = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(proposals)) == len(proposals), "two trials sampled the same architecture"
     dirs = {t.user_attrs["trial_dir"] for t in complete}
     assert len(dirs) == len(complete)  # each trial wrote its own folder
     for d in dirs:
@@ -114,7 +105,7 @@ def _study_is_clean(study: optuna.Study, n_trials: int, run: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_two_workers_share_one_study(tmp_path, backend):
+def test_four_workers_share_one_study(tmp_path, backend):
     url = None
     if backend == "postgresql":
         url = os.environ.get("NAS_TEST_POSTGRES_URL")
@@ -122,13 +113,32 @@ def test_two_workers_share_one_study(tmp_path, backend):
             pytest.skip("NAS_TEST_POSTGRES_URL not set (CI starts PostgreSQL in .ci/postgres)")
     run = tmp_path / backend
     name = f"workers_{backend}_{os.getpid()}_{time.time_ns()}"
-    extra = ["n_trials=4", "workers=2", f"study_name={name}"]
+    # 6 trials on 4 workers: some workers run two, and all four start at once.
+    extra = ["n_trials=6", "workers=4", f"study_name={name}"]
     if url:
         extra.append(f"storage={url}")
     cfg = _cfg(run, *extra)
     run_mo_search(cfg)
     study = optuna.load_study(study_name=name, storage=storage_url(cfg, run))
-    _study_is_clean(study, 4, run)
+    _study_is_clean(study, 6, run)  # exactly 6: the run's workers share its trial tickets
+
+
+@pytest.mark.slow
+def test_separate_processes_share_one_study(tmp_path):
+    """Two `nas mo-search` processes started together on one storage: their samplers
+    must not replay one random stream (each trial is seeded by its unique number)."""
+    run = tmp_path / "shared"
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    cmd = [sys.executable, "-m", "nas.cli", "mo-search", "quick", f"run_dir={run}", *TINY,
+           "n_trials=4", "study_name=shared", f"storage={url}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="shared", storage=url)
+    _study_is_clean(study, 4, run, extra=1)
 
 
 @pytest.mark.slow
@@ -150,7 +160,10 @@ def test_ray_tune_local_retries_a_failing_trial(tmp_path):
     "override, needle",
     [
         ("storage=notadb://nowhere", "storage"),
-        ("objectives=[accuracy, happiness]", "happiness"),
+        ("objectives=[val_acc, happiness]", "happiness"),
+        ("objectives=[accuracy, params]", "'accuracy' is now 'val_acc'"),  # renamed: holdout
+        ("ray.scalarize={accuracy: 1.0}", "'accuracy' is now 'val_acc'"),
+        ("budget.holdout=0", "budget.holdout"),
         ("ray.asha=true", "ray.asha"),
     ],
 )

@@ -150,3 +150,54 @@ def test_derived_genotype_builds_network():
     genotype.validate(steps=2)
     net = NetworkCIFAR(8, 4, 3, False, genotype)
     assert net(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+
+
+def test_search_freezes_ssl_shifts_at_freeze_at(tmp_path):
+    """A tiny second-order search with ssl.freeze_at=0.5 over 4 epochs: the SSL displacements
+    move in epochs 0-1 and are bit-identical in epochs 2-3 (SGD momentum and weight decay on),
+    while the other weights and α keep training; a resumed job unfreezes before epoch 2."""
+    from nas.run import RunDir
+    from nas.search.darts import SearchConfig, SearchJob
+
+    cfg = build(SearchConfig, {
+        "data": {"name": "synthetic", "batch_size": 8, "augment": False,
+                 "options": {"num_samples": 48, "image_size": 8, "channels": 3,
+                             "num_classes": 3}},
+        "space": {"ops": ["none", "skip_connect", "sep_conv_3x3", "ssl_conv"], "steps": 2,
+                  "multiplier": 2},
+        "model": {"init_channels": 4, "layers": 3},
+        "optim": {"epochs": 4, "momentum": 0.9, "weight_decay": 3e-4},
+        "arch": {"order": "second"},
+        "ssl": {"penalty": 1e-3, "freeze_at": 0.5},
+        "runtime": {"device": "cpu", "amp": False, "progress": False},
+    })
+    job = SearchJob(cfg, RunDir(tmp_path / "run"))
+    model = job.model
+
+    def snapshot():
+        shifts = {n: p.detach().clone() for n, p in model.named_weight_parameters()
+                  if n.endswith("displacement")}
+        others = {n: p.detach().clone() for n, p in model.named_weight_parameters()
+                  if n not in shifts}
+        return shifts, others, [a.detach().clone() for a in model.arch_parameters()]
+
+    snaps = [snapshot()]
+    for epoch in range(4):
+        job.start_epoch(epoch)
+        for batch in job.batches():
+            job.step(batch)
+        job.scheduler.step()
+        snaps.append(snapshot())
+    assert len(snaps[0][0]) == 3 * 5  # one ssl_conv on every edge of the 3 cells
+    for e in range(4):
+        (s0, o0, a0), (s1, o1, a1) = snaps[e], snaps[e + 1]
+        shifts_moved = any(not torch.equal(s0[n], s1[n]) for n in s0)
+        assert shifts_moved == (e < 2), f"epoch {e}"
+        assert any(not torch.equal(o0[n], o1[n]) for n in o0)
+        assert any(not torch.equal(x, y) for x, y in zip(a0, a1))
+    # resume: the freeze is a function of the epoch, not of the saved state
+    resumed = SearchJob(cfg, RunDir(tmp_path / "run"))
+    resumed.load_state_dict(job.state_dict())
+    for epoch, frozen in ((1, False), (2, True)):
+        resumed.start_epoch(epoch)
+        assert all(m.frozen == frozen for m in resumed.model.modules() if hasattr(m, "frozen"))

@@ -1,0 +1,254 @@
+"""Fused supernet cell forward: the mathematics of :class:`~nas.search.supernet.SearchCell`,
+executed as fewer and larger calls.
+
+The reference cell runs every edge's :class:`~nas.search.supernet.MixedOp` on its own:
+``Σ_edges Σ_ops`` module calls, each op starting with its own ReLU, ``none`` multiplying a
+tensor by zero. Here the edges are grouped by the state they read (every state feeds all
+later nodes), and for each group:
+
+- each op runs once for all its edges (:func:`nas.search.fused_ops.batched_op`): per-edge
+  weights concatenated, one grouped convolution, one BatchNorm call; the ReLU shared by the
+  conv ops and the pooling (and its training-mode BN) run once for the state;
+- ``none`` costs nothing (its α still enters the softmax, so the gradients are the same);
+- the op outputs are mixed with ``softmax(α)`` (times the edge-normalization weight) into
+  one ``(N, E, C, H, W)`` tensor, whose slices go to the nodes the edges feed;
+- with partial channels the bypass (and its stride-2 pooling) is computed once per state;
+  each node adds up its active and bypass parts and shuffles once.
+
+A group is run as soon as its state exists (a node is complete once its last input state
+was run), so the order of the computation is that of the reference, and the parameters and
+BN buffers are the modules' own: state dicts, optimizers and hooks see no difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import shutil
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nas.ops.osep import channel_shuffle
+
+from .fused_ops import StateCache, Stream, batched_op, is_batchable
+
+if TYPE_CHECKING:
+    from .supernet import SearchCell
+
+__all__ = ["CellPlan", "cell_plan", "fused_cell_forward", "compile_module"]
+
+log = logging.getLogger("nas")
+
+
+@dataclasses.dataclass(frozen=True)
+class _OpGroup:
+    """Op ``index`` of the space on every edge of a source group."""
+
+    index: int
+    modules: tuple[nn.Module, ...]
+    batchable: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _SourceGroup:
+    """The edges leaving one state: their α rows, target nodes, stride and ops."""
+
+    state: int
+    edges: tuple[int, ...]
+    nodes: tuple[int, ...]
+    stride: int
+    ops: tuple[_OpGroup, ...]
+
+
+class CellPlan:
+    """How to run a :class:`SearchCell` fused; built once per cell from its structure.
+
+    Holds references to the cell's op modules (never copies of their parameters).
+    """
+
+    def __init__(self, cell: SearchCell) -> None:
+        self.steps = cell.steps
+        self.multiplier = cell.multiplier
+        self.partial_k = cell.edges[0].k
+        self.groups = tuple(self._group(cell, j) for j in range(self.steps + 1))
+        #: α rows in group order, so each group's rows are one contiguous slice
+        self.order = [e for g in self.groups for e in g.edges]
+        self._order_on: dict[torch.device, Tensor] = {}
+
+    @staticmethod
+    def _group(cell: SearchCell, state: int) -> _SourceGroup:
+        offsets = [sum(2 + i for i in range(node)) for node in range(cell.steps)]
+        nodes = tuple(range(max(0, state - 1), cell.steps))
+        edges = tuple(offsets[i] + state for i in nodes)
+        mixed = [cell.edges[e] for e in edges]
+        ops = []
+        for index in range(len(mixed[0].ops)):
+            mods = tuple(m.ops[index] for m in mixed)
+            ops.append(_OpGroup(index, mods, is_batchable(mods)))
+        return _SourceGroup(state, edges, nodes, mixed[0].stride, tuple(ops))
+
+    def order_index(self, device: torch.device) -> Tensor:
+        if device not in self._order_on:
+            self._order_on[device] = torch.tensor(self.order, device=device)
+        return self._order_on[device]
+
+
+def cell_plan(cell: SearchCell) -> CellPlan:
+    """The cell's plan, built on first use and kept on the cell (not a module or buffer)."""
+    plan = cell.__dict__.get("_fused_plan")
+    if plan is None:
+        plan = CellPlan(cell)
+        cell.__dict__["_fused_plan"] = plan
+    return plan
+
+
+def _add_all(terms: list[Tensor]) -> Tensor:
+    return functools.reduce(torch.add, terms)
+
+
+def _run_op(op: _OpGroup, s: Stream, cache: StateCache) -> Stream | None:
+    if op.batchable:
+        return batched_op(op.modules, s, cache)
+    outs = [m(s.x) for m in op.modules]  # s is the shared state input here
+    return Stream(torch.cat(outs, dim=1), shared=False, edges=s.edges)
+
+
+def _mix(group: _SourceGroup, active: Tensor, coef: Tensor) -> Tensor:
+    """``Σ_o coef[e, o]·op_o(x)`` for every edge ``e`` of the group: ``(N, E, C, H, W)``.
+
+    ``coef`` holds the group's rows of ``softmax(α)`` (times the edge weights), ``(E, ops)``.
+    """
+    e = len(group.edges)
+    per_op = coef.t().reshape(coef.shape[1], 1, e, 1, 1, 1)
+    s = Stream(active, shared=True, edges=e)
+    cache = StateCache()
+    total: Tensor | None = None
+    for op in group.ops:
+        out = _run_op(op, s, cache)
+        if out is None:
+            continue
+        y = out.x.unsqueeze(1) if out.shared else out.x.unflatten(1, (e, -1))
+        w = per_op[op.index].to(y.dtype)  # as the reference's 0-dim weight: no promotion
+        total = y * w if total is None else torch.addcmul(total, y, w)
+    if total is None:
+        raise ValueError("a supernet edge needs at least one op besides 'none'")
+    return total
+
+
+def _bypass(rest: Tensor, stride: int, edge_weights: Tensor | None) -> Tensor:
+    """The channels partial connections skip, strided as the reference does, weighted per
+    edge when edge normalization is on: ``(N, 1 or E, C − C/K, H, W)``."""
+    if stride > 1:
+        rest = F.max_pool2d(rest, 2, 2, ceil_mode=True)
+    rest = rest.unsqueeze(1)
+    if edge_weights is None:
+        return rest
+    return rest * edge_weights.view(1, -1, 1, 1, 1).to(rest.dtype)
+
+
+class _NodeSums:
+    """Each intermediate node's inputs as they arrive: the mixed (active) channels and, with
+    partial channels, the bypassed ones; a node is their sum, concatenated and shuffled."""
+
+    def __init__(self, steps: int, k: int) -> None:
+        self.k = k
+        self.active: list[list[Tensor]] = [[] for _ in range(steps)]
+        self.bypass: list[list[Tensor]] = [[] for _ in range(steps)]
+
+    def add(self, nodes: tuple[int, ...], mixed: Tensor, rest: Tensor | None) -> None:
+        """Edge ``j`` of a group feeds ``nodes[j]``. ``unbind`` rather than slicing: its
+        backward is one stack, not a zero-filled full-size gradient per slice."""
+        for target, part in zip(nodes, mixed.unbind(1)):
+            self.active[target].append(part)
+        if rest is not None:
+            parts = rest.unbind(1)
+            for j, target in enumerate(nodes):
+                self.bypass[target].append(parts[j if len(parts) > 1 else 0])
+
+    def value(self, i: int) -> Tensor:
+        out = _add_all(self.active[i])
+        if self.k == 1:
+            return out
+        return channel_shuffle(torch.cat([out, _add_all(self.bypass[i])], dim=1), self.k)
+
+
+def _run_group(
+    group: _SourceGroup, x: Tensor, coef: Tensor, edge_weights: Tensor | None, k: int
+) -> tuple[Tensor, Tensor | None]:
+    """The mixed outputs of a group's edges and, with partial channels, their bypass."""
+    if k == 1:
+        return _mix(group, x, coef), None
+    cp = x.shape[1] // k
+    active, rest = x.split([cp, x.shape[1] - cp], dim=1)
+    return _mix(group, active, coef), _bypass(rest, group.stride, edge_weights)
+
+
+def fused_cell_forward(
+    cell: SearchCell,
+    s0: Tensor,
+    s1: Tensor,
+    weights: Tensor,
+    edge_weights: Tensor | None,
+) -> Tensor:
+    """What ``cell(s0, s1, weights, edge_weights)`` computes, fused (see the module doc).
+
+    Edge normalization scales an edge's whole output: its mixed channels through the op
+    weights (``coef``), its bypassed channels directly.
+    """
+    plan = cell_plan(cell)
+    k = plan.partial_k
+    index = plan.order_index(weights.device)
+    coef = weights if edge_weights is None else weights * edge_weights[:, None]
+    coef = coef.index_select(0, index)
+    edge_w = None if edge_weights is None or k == 1 else edge_weights.index_select(0, index)
+    nodes = _NodeSums(plan.steps, k)
+    states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+    start = 0
+    for group in plan.groups:
+        if group.state == len(states):
+            states.append(nodes.value(group.state - 2))
+        stop = start + len(group.edges)
+        ew = None if edge_w is None else edge_w[start:stop]
+        mixed, rest = _run_group(group, states[group.state], coef[start:stop], ew, k)
+        nodes.add(group.nodes, mixed, rest)
+        start = stop
+    states.append(nodes.value(plan.steps - 1))
+    return torch.cat(states[-plan.multiplier :], dim=1)
+
+
+# --- torch.compile ------------------------------------------------------------------------
+
+
+def _cpu_compiler_missing() -> str | None:
+    """Why inductor cannot build CPU kernels here, or None when a C++ compiler exists."""
+    try:
+        from torch._inductor import config as inductor_config
+    except Exception as err:  # a torch build without inductor
+        return f"inductor unavailable ({type(err).__name__}: {err})"
+    candidates = inductor_config.cpp.cxx
+    names = candidates if isinstance(candidates, (tuple, list)) else (candidates,)
+    if any(name and shutil.which(name) for name in names):
+        return None
+    return f"no C++ compiler found (tried {', '.join(str(n) for n in names if n)})"
+
+
+def compile_module(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
+    """``module.compile()`` in place when ``enabled`` and the backend can run here.
+
+    Compiling in place means every call of ``module`` (the architect's, the weight step's,
+    ``functional_call``'s and evaluation's) runs compiled code. On CPU inductor needs a C++
+    compiler; without one this logs a single line and leaves the module eager.
+    """
+    if not enabled:
+        return module
+    if device.type == "cpu":
+        missing = _cpu_compiler_missing()
+        if missing is not None:
+            log.warning("runtime.compile: %s; running eagerly", missing)
+            return module
+    module.compile()
+    return module
