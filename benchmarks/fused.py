@@ -99,6 +99,7 @@ COLUMNS = (
     "batch",
     "device",
     "channels_last",
+    "threads",
     "steps",
     "ms_per_step",
     "images_per_s",
@@ -145,6 +146,7 @@ def build_job(case: Case, path: str, args: argparse.Namespace, device, run_dir: 
             channels_last=args.channels_last,
             compile=compiled,
             progress=False,
+            threads=args.threads,  # None: the job sizes its threads to the free cores
         ),
     )
     cfg.model.validate()
@@ -180,7 +182,8 @@ def bench_case(case: Case, path: str, args: argparse.Namespace, device) -> dict[
 
         ms, _ = time_steps(run, args.warmup, args.steps, device)
         mem = _activation_memory(job, batches(), device)
-    return {**_fields(case, path, args, device), **step_fields(ms, args.batch, mem)}
+    row = {**_fields(case, path, args, device), **step_fields(ms, args.batch, mem)}
+    return {**row, "threads": torch.get_num_threads()}
 
 
 def _fields(case: Case, path: str, args: argparse.Namespace, device) -> dict[str, Any]:
@@ -194,6 +197,7 @@ def _fields(case: Case, path: str, args: argparse.Namespace, device) -> dict[str
         "batch": args.batch,
         "device": device.type,
         "channels_last": args.channels_last,
+        "threads": None,
         "steps": args.steps,
         "ms_per_step": None,
         "images_per_s": None,
@@ -285,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"settings: supernet C={args.channels}, {args.layers} cells, synthetic "
         f"{IMAGE_CHANNELS}x{args.image_size}x{args.image_size} images, {NUM_CLASSES} classes, "
         f"batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps per row, "
-        f"device {device.type}, fp32, torch threads {torch.get_num_threads()}, "
+        f"device {device.type}, fp32, torch threads "
+        f"{args.threads or 'sized by the job to the free cores (see the threads column)'}, "
         f"channels_last={'on' if args.channels_last else 'off'}",
         "step: SearchJob.step = architecture step (Adam on alphas/betas; first order: one val "
         "batch; second order: unrolled weights + finite-difference Hessian) + weight step "

@@ -186,7 +186,8 @@ def build_job(
             edge_norm=loop.edge_norm,
         ),
         runtime=RuntimeConfig(
-            device=str(device), amp=loop.amp, channels_last=loop.channels_last, progress=False
+            device=str(device), amp=loop.amp, channels_last=loop.channels_last, progress=False,
+            threads=args.threads,  # else the job sizes its threads to the free cores
         ),
     )
     cfg.model.validate()

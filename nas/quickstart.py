@@ -21,7 +21,7 @@ REAL_FLOW = """\
 The real CIFAR-10 flow (GPU):
   nas search darts_cifar10        # or pcdarts_cifar10
   nas compare darts_cifar10       # searched vs DARTS_V1/V2, PC-DARTS, P-DARTS, o-DARTS
-  nas deploy runs/darts_cifar10/searched/seed0   # deploy form, verified, latency"""
+  nas deploy runs/compare/darts_cifar10/searched/seed0   # deploy form, verified, latency"""
 
 
 @dataclasses.dataclass(frozen=True)
