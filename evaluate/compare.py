@@ -26,6 +26,7 @@ from nas.pareto import pareto_mask
 from nas.retrain import TrainConfig, TrainResult, run_train
 from nas.run import atomic_savefig, atomic_write_text
 from nas.runtime import open_run
+from nas.threads import cpu_oversubscribed
 
 from .deploy import load_trained
 
@@ -88,7 +89,9 @@ def _summarize(
     model, _ = load_trained(results[0].run_dir)
     deployed = to_deploy(model)
     shape = (cfg.latency_batch, *results[0].input_shape)
+    busy = cpu_oversubscribed()
     latency = measure_latency(deployed, shape, cfg.latency_device)
+    busy = busy or cpu_oversubscribed()  # measured on a busy CPU: noise, flagged in the table
     speeds = [r.images_per_s for r in results if r.images_per_s]
     mems = [r.peak_mem_mb for r in results if r.peak_mem_mb]
     return {
@@ -102,6 +105,7 @@ def _summarize(
         "macs_M": results[0].macs / 1e6,
         "deploy_bytes": count_bytes(deployed),
         "latency_ms": latency,
+        "latency_noisy": busy,
         "train_images_per_s": statistics.mean(speeds) if speeds else float("nan"),
         "peak_train_mem_MB": max(mems) if mems else float("nan"),
     }
@@ -132,9 +136,14 @@ def format_table(rows: list[dict[str, Any]], latency_note: str) -> str:
                 cells.append(f"{mean:.2f} ± {std:.2f} (n={r['seeds']})")
             elif key == "deploy_bytes":
                 cells.append(f"{r['deploy_bytes'] / 1024:.1f}")
+            elif key == "latency_ms":
+                cells.append(fmt.format(r[key]) + (" (busy CPU)" if r.get("latency_noisy") else ""))
             else:
                 cells.append(fmt.format(r[key]))
         lines.append("| " + " | ".join(cells) + " |")
+    if any(r.get("latency_noisy") for r in rows):
+        latency_note += ("\n(busy CPU): latency measured while the CPU was oversubscribed; "
+                         "re-measure on an idle machine (`nas deploy RUN`)")
     return "\n".join(lines) + f"\n\n{latency_note}\n"
 
 

@@ -105,3 +105,15 @@ def test_peak_memory_is_per_run_not_process_lifetime(tmp_path):
     [result] = run_train(cfg)
     # A tiny run after a big allocation reports its own peak, not the 1 GiB one.
     assert result.peak_mem_mb is not None and result.peak_mem_mb < big_peak - 500
+
+
+def test_compare_table_flags_latency_measured_on_a_busy_cpu():
+    from nas.evaluate.compare import format_table
+
+    row = {"name": "a", "genotype": "DARTS_V2", "channels": 8, "acc_mean": 0.5, "acc_std": 0.0,
+           "seeds": 1, "params_M": 0.1, "macs_M": 1.0, "deploy_bytes": 2048, "latency_ms": 1.5,
+           "train_images_per_s": 10.0, "peak_train_mem_MB": 100.0}
+    quiet = format_table([{**row, "latency_noisy": False}], "note")
+    busy = format_table([{**row, "latency_noisy": True}], "note")
+    assert "busy CPU" not in quiet
+    assert "| 1.50 (busy CPU) |" in busy and "oversubscribed" in busy
