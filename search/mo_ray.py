@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from ray import cloudpickle, tune
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
@@ -91,6 +91,31 @@ class _ConstrainedOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
+def _nas_error_names() -> set[str]:
+    """Class names of the project's errors (they recur: bad input, not bad luck)."""
+    names, todo = set(), [NasError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def _last_error(error_file: str | None) -> tuple[str, str]:
+    """(exception class name, first line of its message) of a trial's latest failure, read
+    from the text Ray writes (``error.txt``); nothing is unpickled."""
+    if not error_file or not Path(error_file).is_file():
+        return "RuntimeError", "unknown error"
+    text = Path(error_file).read_text(errors="replace")
+    failure = text.rsplit("Failure # ", 1)[-1]
+    for line in reversed(failure.strip().splitlines()):
+        head, sep, message = line.strip().partition(": ")
+        name = head.rsplit(".", 1)[-1]
+        if sep and name.isidentifier() and name[:1].isupper():
+            return name, message
+    return "RuntimeError", "unknown error"
+
+
 class _Recurring(tune.Callback):
     """Notes a trial error that will recur: a NasError, or the same error twice in a row."""
 
@@ -99,14 +124,9 @@ class _Recurring(tune.Callback):
         self.reason: str | None = None
 
     def _error(self, trial: Any) -> None:
-        exc: BaseException = RuntimeError("unknown error")
-        path = trial.pickled_error_file  # the driver's copy, written before these hooks run
-        if path and Path(path).is_file():
-            exc = cloudpickle.loads(Path(path).read_bytes())
-        cause = getattr(exc, "cause", None) or exc  # RayTaskError wraps the trial's own
-        lines = str(cause).strip().splitlines()
-        reason = f"{type(cause).__name__}: {lines[0] if lines else ''}"
-        if isinstance(cause, NasError) or reason == self.previous:
+        name, message = _last_error(trial.error_file)
+        reason = f"{name}: {message}"
+        if name in _nas_error_names() or reason == self.previous:
             self.reason = self.reason or reason
         self.previous = reason
 

@@ -77,3 +77,22 @@ def test_ray_recurring_error_stops_the_experiment(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert "recurs" in last and "injected failure" in last, last
     assert len(list((run / "trials").iterdir())) < 4  # stopped before trying every trial
+
+
+def test_trial_errors_are_read_as_text_not_unpickled(tmp_path):
+    from nas.search.mo_ray import _last_error, _nas_error_names
+
+    error_file = tmp_path / "error.txt"
+    error_file.write_text(
+        "Failure # 1 (occurred at 2026-12-02_09-00-00)\n"
+        "ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n"
+        '  File "trial.py", line 3, in run_trial\n'
+        "RuntimeError: first\n"
+        "Failure # 2 (occurred at 2026-12-02_09-00-05)\n"
+        "ray::ImplicitFunc.train() (pid=2, ip=127.0.0.1)\n"
+        '  File "data.py", line 9, in load_dataset\n'
+        "nas.errors.DataError: npz:/x.npz: no such file\n"
+    )
+    assert _last_error(str(error_file)) == ("DataError", "npz:/x.npz: no such file")
+    assert "DataError" in _nas_error_names() and "ConfigError" in _nas_error_names()
+    assert _last_error(str(tmp_path / "missing.txt")) == ("RuntimeError", "unknown error")
