@@ -60,3 +60,10 @@ def test_chaos_script_train_survives_kills(tmp_path):
     assert row["kills"] == 3 and row["kills_in_write"] == 1
     assert row["finished"] and row["same_metrics"] and row["same_genotype"]
     assert row["unreadable"] == []
+
+
+def test_atomic_writes_have_ordinary_file_modes(tmp_path):
+    """mkstemp makes 0600 files; what a run writes is 0644 like the rest of the folder."""
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "{}")
+    assert target.stat().st_mode & 0o777 == 0o644
