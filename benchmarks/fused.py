@@ -182,8 +182,40 @@ def bench_case(case: Case, path: str, args: argparse.Namespace, device) -> dict[
 
         ms, _ = time_steps(run, args.warmup, args.steps, device)
         mem = _activation_memory(job, batches(), device)
+        profile = profile_step(job, batches(), device, args.profile) if args.profile else None
     row = {**_fields(case, path, args, device), **step_fields(ms, args.batch, mem)}
-    return {**row, "threads": torch.get_num_threads()}
+    return {**row, "threads": torch.get_num_threads(), "_profile": profile}
+
+
+def profile_step(job: SearchJob, batch, device: torch.device, top: int) -> dict[str, Any]:
+    """Where one search step's time goes: torch.profiler's operator table, ``top`` rows by
+    self time, and how many operator calls the step makes (the dispatch overhead)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        job.step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = prof.key_averages()
+    on_cuda = device.type == "cuda"
+
+    def self_us(e) -> float:
+        return e.self_device_time_total if on_cuda else e.self_cpu_time_total
+
+    total = sum(self_us(e) for e in events) or 1.0
+    rows = sorted(events, key=self_us, reverse=True)[:top]
+    return {
+        "self_time_ms": round(total / 1e3, 2),
+        "op_calls": sum(e.count for e in events if e.key.startswith("aten::")),
+        "top": [
+            {"op": e.key, "calls": e.count, "self_ms": round(self_us(e) / 1e3, 2),
+             "share": round(self_us(e) / total, 3)}
+            for e in rows
+        ],
+    }
 
 
 def _fields(case: Case, path: str, args: argparse.Namespace, device) -> dict[str, Any]:
@@ -229,6 +261,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, help="supernet cells (CUDA 8, CPU 5; at least 3)")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and data")
     p.add_argument("--compile", action="store_true", help="also time the fused path compiled")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile one step per row: the top N operators (metadata.profile)")
     add_threads_arg(p)
     add_quick_out_args(p)
     return p.parse_args(argv)
@@ -276,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if row["status"] == "ok":
                 print(f"{tag}: {row['ms_per_step']:.1f} ms/step", file=sys.stderr)
     add_ratios(rows)
+    profiles = {f"{r['case']} {r['path']}": r.pop("_profile", None) for r in rows}
     methods = pop_mem_methods(rows)
     meta = describe_env(device)
     meta.update(
@@ -284,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loadavg_1m_start=load_start,
         mem_method=mem_method_meta(methods),
         failures=failures,
+        profile={k: v for k, v in profiles.items() if v},
     )
     notes = [
         f"settings: supernet C={args.channels}, {args.layers} cells, synthetic "
@@ -305,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failures:
         notes.append(f"FAILED rows: {'; '.join(failures)}")
     write_results("fused", rows, meta, args.out, COLUMNS, notes=notes)
+    for tag, prof in meta["profile"].items():
+        print(f"\nprofile {tag}: {prof['self_time_ms']} ms self time, {prof['op_calls']} aten "
+              "calls per step")
+        for e in prof["top"]:
+            print(f"  {e['share']:6.1%} {e['self_ms']:9.2f} ms {e['calls']:6d}x  {e['op']}")
     return 1 if failures else 0
 
 

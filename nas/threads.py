@@ -3,7 +3,8 @@
 Several processes that each take every core (torch's default) slow each other down by up
 to 10×, and OpenMP's default busy-waiting burns the cores another process needs. So a
 run sizes its torch threads to the cores it is given (CPU affinity, cgroup quota) that
-are not already busy (1-minute load average), divided among its workers; respects an
+are not already busy (1-minute load average, less this process's own recent work),
+divided among its workers; respects an
 explicit ``OMP_NUM_THREADS`` or ``runtime.threads``; and says when the machine is
 oversubscribed, because timings and latency objectives measured then are noise.
 """
@@ -13,11 +14,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ThreadPlan", "usable_cores", "cpu_load", "plan_threads", "configure_threads",
-           "prefer_passive_waiting", "cpu_oversubscribed"]
+__all__ = ["ThreadPlan", "usable_cores", "cpu_load", "own_load", "plan_threads",
+           "configure_threads", "prefer_passive_waiting", "cpu_oversubscribed"]
 
 log = logging.getLogger("nas")
 
@@ -48,9 +50,37 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process, all threads (user + system)."""
+    t = os.times()
+    return t.user + t.system
+
+
+# (wall, cpu) samples of this process: the first from import, one more per own_load() call.
+_samples: list[tuple[float, float]] = [(time.monotonic(), _cpu_seconds())]
+_LOAD_WINDOW_S = 60.0  # the load average's time constant
+
+
+def own_load() -> float:
+    """Cores this process kept busy over about the last minute: its own share of the load
+    average. Without subtracting it, a run's second phase (a compare's second entry, the
+    retrain after a search) would see its own first phase as a busy machine and halve its
+    threads."""
+    now = (time.monotonic(), _cpu_seconds())
+    older = [s for s in _samples if now[0] - s[0] >= _LOAD_WINDOW_S]
+    ref = older[-1] if older else _samples[0]
+    _samples[:] = [s for s in _samples if now[0] - s[0] < _LOAD_WINDOW_S] + [now]
+    if older:
+        _samples.insert(0, older[-1])
+    span = now[0] - ref[0]
+    return 0.0 if span < 1.0 else max(0.0, (now[1] - ref[1]) / span)
+
+
 def cpu_load() -> float:
-    """The 1-minute load average (0 where the OS has none)."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    """The 1-minute load average of the other processes: the OS's figure (0 where it has
+    none) less this process's own recent work (:func:`own_load`)."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(0.0, load - own_load())
 
 
 def cpu_oversubscribed(extra: float = 0.0) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from matplotlib.figure import Figure
 
 from nas.run import atomic_savefig
 
-__all__ = ["plot_alphas", "edge_labels"]
+__all__ = ["plot_alphas", "alpha_figure", "edge_labels"]
 
 
 def edge_labels(num_edges: int) -> list[str]:
@@ -30,6 +31,11 @@ def edge_labels(num_edges: int) -> list[str]:
 
 def plot_alphas(ops: tuple[str, ...] | list[str], record: dict[str, Any], path: str | Path) -> Path:
     """Heatmap of softmax(α) per edge (rows) and op (columns), normal and reduce side by side."""
+    return atomic_savefig(alpha_figure(ops, record), path, dpi=110)
+
+
+def alpha_figure(ops: Sequence[str], record: Mapping[str, Any]) -> Figure:
+    """The figure :func:`plot_alphas` saves (also logged to TensorBoard every epoch)."""
     rows = np.asarray(record["normal"]).shape[0]
     fig = Figure(figsize=(3.5 + 0.5 * len(ops) * 2, 2.5 + 0.3 * rows), constrained_layout=True)
     FigureCanvasAgg(fig)
@@ -42,4 +48,4 @@ def plot_alphas(ops: tuple[str, ...] | list[str], record: dict[str, Any], path: 
         epoch = record.get("epoch")
         ax.set_title(f"softmax(α), {cell} cell" + ("" if epoch is None else f", epoch {epoch + 1}"))
         fig.colorbar(im, ax=ax, shrink=0.8)
-    return atomic_savefig(fig, path, dpi=110)
+    return fig

@@ -15,7 +15,7 @@ def run_benchmark(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``benchmarks/<name>.py`` on the CPU with one torch thread, plus ``args``."""
     # One thread: on a busy shared CPU, multi-threaded tiny convolutions can be 100x slower.
     cmd = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--device", "cpu", "--threads", "1"]
-    return subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def quick_run(name: str, out: Path, *args: str) -> tuple[dict, Path]:

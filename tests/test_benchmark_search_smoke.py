@@ -65,3 +65,15 @@ def test_fused_benchmark_rows(fused_result: tuple[dict, Path]) -> None:
         assert paths["fused"]["speedup_vs_ref"] > 0
     assert data["metadata"]["failures"] == []
     assert "| case | path | space |" in (out / "fused.md").read_text()
+
+
+def test_fused_benchmark_profile(tmp_path: Path) -> None:
+    """``--profile N``: one step per row, its operator calls and the top N operators."""
+    data, _ = quick_run("fused", tmp_path, "--cases", "darts-k1-first", "--profile", "3")
+    rows = data["rows"]
+    profiles = data["metadata"]["profile"]
+    assert set(profiles) == {f"{r['case']} {r['path']}" for r in rows}
+    for prof in profiles.values():
+        assert prof["op_calls"] > 0 and prof["self_time_ms"] > 0
+        assert len(prof["top"]) == 3 and all(e["calls"] > 0 for e in prof["top"])
+        assert prof["top"][0]["self_ms"] >= prof["top"][-1]["self_ms"]

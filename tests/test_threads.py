@@ -117,3 +117,26 @@ def test_compare_table_flags_latency_measured_on_a_busy_cpu():
     busy = format_table([{**row, "latency_noisy": True}], "note")
     assert "busy CPU" not in quiet
     assert "| 1.50 (busy CPU) |" in busy and "oversubscribed" in busy
+
+
+def test_own_work_is_not_counted_as_a_busy_machine(monkeypatch):
+    # A run's later phases (the retrain after a search, a compare's second entry) must not
+    # mistake the load their own first phase left in the 1-minute average for other jobs.
+    monkeypatch.setattr(threads, "_samples", [(0.0, 0.0)])
+    monkeypatch.setattr(threads.time, "monotonic", lambda: 120.0)
+    monkeypatch.setattr(threads, "_cpu_seconds", lambda: 180.0)  # 1.5 cores busy for 2 min
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    assert threads.own_load() == pytest.approx(1.5)
+    assert threads.cpu_load() == pytest.approx(0.5)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.plan_threads().threads == 2  # before the fix: 1 (load 2 on 2 cores)
+
+
+def test_own_load_measures_this_process(monkeypatch):
+    monkeypatch.setattr(threads, "_samples", [(threads.time.monotonic(), threads._cpu_seconds())])
+    end = threads.time.monotonic() + 1.5
+    x = 0
+    while threads.time.monotonic() < end:  # one core busy
+        x += 1
+    assert 0.5 < threads.own_load() <= threads.usable_cores() + 0.1
