@@ -12,14 +12,14 @@ import yaml
 
 from nas.config import build
 from nas.cost import count_bytes, count_macs, count_params, measure_latency
-from nas.data import BatchLoader
+from nas.data import BatchLoader, ImageTensors, holdout_split
 from nas.deploy import to_deploy
 from nas.errors import ConfigError
 from nas.retrain import TrainConfig, build_model
 from nas.run import CheckpointError, RunDir, atomic_write_text, error_summary, load_weights
 from nas.runtime import load_splits
 
-__all__ = ["deploy_run", "load_trained"]
+__all__ = ["deploy_run", "evaluation_split", "load_trained"]
 
 log = logging.getLogger("nas")
 
@@ -54,6 +54,17 @@ def load_trained(run_dir: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
     return model.eval(), cfg
 
 
+def evaluation_split(cfg: TrainConfig) -> ImageTensors:
+    """The images a run was evaluated on: its holdout of the training set when it was trained
+    with one (the test split is then never read), else the test split."""
+    if cfg.holdout is None:
+        _, test = load_splits(cfg.data)
+        assert test is not None  # load_splits(test=True) always returns a test split
+        return test
+    train, _ = load_splits(cfg.data, test=False)
+    return holdout_split(train, cfg.holdout, cfg.holdout_seed)[1]
+
+
 def _latencies(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, float]:
     out = {"latency_cpu_b1_ms": measure_latency(model, (1, *shape), "cpu")}
     if torch.cuda.is_available():
@@ -78,8 +89,7 @@ def deploy_run(run_dir: str | Path, batch_size: int = 64, atol: float = 1e-4) ->
     run_dir = Path(run_dir)
     model, cfg = load_trained(run_dir)
     run = RunDir(run_dir)  # a read-only folder fails here, not after the measurements
-    _, test = load_splits(cfg.data)
-    assert test is not None  # load_splits(test=True) always returns a test split
+    test = evaluation_split(cfg)
     shape = tuple(test.shape)
     deployed = to_deploy(model)
     x, _ = next(iter(BatchLoader(test, batch_size, shuffle=False)))

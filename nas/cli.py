@@ -72,14 +72,27 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     cfg = load_config(SearchConfig, resolve_config(args.config, "search"), args.overrides)
     result = run_search(cfg)  # logs the genotype; stdout gets its file, for scripts
-    print(result.run_dir / "genotype.yaml")
+    from nas.distributed import is_main_process
+
+    if is_main_process():  # under torchrun every rank returns the result; one prints it
+        print(result.run_dir / "genotype.yaml")
     return 0
+
+
+def _single_process(command: str) -> None:
+    """mo-search, compare and quickstart run whole jobs one after another: not under torchrun."""
+    from nas.distributed import launched
+
+    if launched():
+        raise ConfigError(f"nas {command} runs in one process: start it without torchrun "
+                          "(nas search and nas train run data parallel)")
 
 
 def cmd_mo_search(args: argparse.Namespace) -> int:
     from nas.config import load_config
     from nas.search.trial import MOConfig
 
+    _single_process("mo-search")
     cfg = load_config(MOConfig, resolve_config(args.config, "mo"), args.overrides)
     if cfg.driver == "ray":
         from nas.search.mo_ray import run_ray_search
@@ -97,7 +110,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nas.retrain import TrainConfig, run_train
 
     cfg = load_config(TrainConfig, resolve_config(args.config, "train"), args.overrides)
-    for result in run_train(cfg):
+    results = run_train(cfg)
+    from nas.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun: rank 0 reports
+        return 0
+    for result in results:
         if result.val_acc is not None:
             what, value = "val accuracy (holdout)", result.val_acc
         else:
@@ -116,6 +134,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(f"deploy check: max |diff| {report['max_abs_diff']:.2e} on held-out images")
     print(format_deploy_table(report))
     print(f"written to {Path(args.config) / 'deploy.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.export import DEFAULT_OPSET, ExportError, export_run, format_export_table
+
+    try:
+        report = export_run(
+            args.run, args.format, args.out,
+            opset=DEFAULT_OPSET if args.opset is None else args.opset,
+            onnx_exporter=args.onnx_exporter,
+            atol=args.atol, rtol=args.rtol, check_batch=args.check_batch,
+            latency_batches=(1, args.latency_batch),
+        )
+    except ExportError as exc:  # the export is wrong, not the input: status 1, not 2
+        print(f"error: {exc}".replace("\n", " "), file=sys.stderr)
+        return 1
+    print(format_export_table(report))
+    folder = Path(args.out) if args.out else Path(args.run) / "export"
+    print(f"written to {folder / 'export.json'}")
     return 0
 
 
@@ -141,6 +179,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from nas.config import load_config
     from nas.evaluate.compare import CompareConfig, run_compare
 
+    _single_process("compare")
     cfg = load_config(CompareConfig, resolve_config(args.config, "compare"), args.overrides)
     run_compare(cfg)
     return 0
@@ -150,6 +189,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from nas.config import load_config
     from nas.quickstart import QuickstartConfig, run_quickstart
 
+    _single_process("quickstart")
     overrides = ([args.config] if args.config else []) + args.overrides
     run_quickstart(load_config(QuickstartConfig, None, overrides))
     return 0
@@ -220,11 +260,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add(sub, "search", cmd_search, "DARTS-style differentiable search; writes a genotype")
     _add(sub, "mo-search", cmd_mo_search, "multi-objective search (Optuna or Ray Tune)")
+    from nas.latency_table import add_latency_table_parser  # torch-free import
+
+    add_latency_table_parser(sub)
     _add(sub, "train", cmd_train, "retrain a genotype (DARTS evaluation recipe by default)")
     p = sub.add_parser("deploy", help="convert a trained run to deploy form, verify, measure")
     p.add_argument("config", metavar="RUN", help="a finished `nas train` run folder")
     p.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser(
+        "export", help="export a trained run's deploy form (ONNX, TorchScript, torch.export)",
+        description="Export the deploy form of a finished `nas train` run, reload it, check it "
+        "against PyTorch on held-out images (two batch sizes) and time it. Exit 1 when an "
+        "export fails or does not match (nothing is written), 2 on bad input.",
+    )
+    p.add_argument("run", metavar="RUN", help="a finished `nas train` run folder")
+    p.add_argument("--format", default="onnx",
+                   help="onnx, torchscript, exported, comma-separated, or all (default: onnx)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/export)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
+    p.add_argument("--onnx-exporter", default="auto",
+                   help="auto (TorchScript-based, dynamo if it fails), torchscript or dynamo")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (1e-3)")
+    p.add_argument("--check-batch", type=int, default=64, help="held-out images checked (64)")
+    p.add_argument("--latency-batch", type=int, default=32,
+                   help="larger batch timed besides batch 1 (32)")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("plot", help="plot the cells of a genotype (file, string or baseline)")
     p.add_argument("genotype", help="genotype file, DARTS string or baseline name")
     p.add_argument("--out", default=".", help="output folder")

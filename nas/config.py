@@ -274,10 +274,19 @@ class RuntimeConfig:
     progress: bool = True
     log_interval: int = 20
     threads: int | None = None  # torch CPU threads; None: the free cores (nas.threads)
+    # Under torchrun (nas.distributed): BatchNorm statistics over the global batch instead of
+    # each rank's shard (CUDA only), and how long a collective may wait for a silent peer.
+    sync_bn: bool = False
+    tensorboard: bool = True  # TensorBoard event files in the run folder (nas.tensorboard)
+    dist_timeout: float = 1800.0  # seconds
 
     def validate(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"runtime.threads must be >= 1 or null, got {self.threads}")
+        if not 0 < self.dist_timeout <= 1e6:
+            raise ConfigError(
+                f"runtime.dist_timeout must be in (0, 1e6] seconds, got {self.dist_timeout}"
+            )
         if self.log_interval < 1:
             raise ConfigError(f"runtime.log_interval must be >= 1, got {self.log_interval}")
 

@@ -731,43 +731,70 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool = True,
     crop and flip are one gather.  Returns ``(out, oy, ox, flipped)`` so tests
     can rebuild each crop by hand.
     """
-    b, c, h, w = images.shape
-    dev = images.device
+    oy, ox, flipped = _crop_flip_draw(images.shape[0], padding, flip, generator, images.device)
+    return _crop_flip_apply(images, padding, flip, oy, ox, flipped), oy, ox, flipped
+
+
+def _crop_flip_draw(b: int, padding: int, flip: bool, generator: torch.Generator | None,
+                    dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random part of :func:`random_crop_flip` for ``b`` images: offsets and flips.
+
+    Apart from the pixels, so that a rank can draw for the whole global batch (keeping
+    the stream every rank shares) and crop only its own shard."""
     if padding > 0:
-        padded = F.pad(images, (padding, padding, padding, padding))
         oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=dev)
         ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=dev)
     else:
-        padded = images
         oy = torch.zeros(b, dtype=torch.long, device=dev)
         ox = torch.zeros(b, dtype=torch.long, device=dev)
     if flip:
         flipped = torch.rand(b, generator=generator, device=dev) < 0.5
     else:
         flipped = torch.zeros(b, dtype=torch.bool, device=dev)
+    return oy, ox, flipped
+
+
+def _crop_flip_apply(images: torch.Tensor, padding: int, flip: bool, oy: torch.Tensor,
+                     ox: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = images.shape
     if padding == 0 and not flip:
-        return images, oy, ox, flipped
+        return images
+    dev = images.device
+    padded = F.pad(images, (padding, padding, padding, padding)) if padding > 0 else images
     wp = padded.shape[3]
     ar_h = torch.arange(h, device=dev)
     ar_w = torch.arange(w, device=dev)
     rows = oy[:, None] + ar_h  # B×H
     cols = ox[:, None] + torch.where(flipped[:, None], w - 1 - ar_w, ar_w)  # B×W
     lin = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
-    out = torch.gather(padded.reshape(b, c, -1), 2, lin).view(b, c, h, w)
-    return out, oy, ox, flipped
+    return torch.gather(padded.reshape(b, c, -1), 2, lin).view(b, c, h, w)
 
 
-def _cutout_mask(b: int, h: int, w: int, length: int, generator: torch.Generator | None,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """B×1×H×W bool mask of DARTS's cutout box: rows ``[cy - L//2, cy + L//2)`` clipped."""
+def _cutout_draw(b: int, h: int, w: int, generator: torch.Generator | None,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box centres of :func:`cutout` for ``b`` images."""
     cy = torch.randint(0, h, (b,), generator=generator, device=device)
     cx = torch.randint(0, w, (b,), generator=generator, device=device)
+    return cy, cx
+
+
+def _cutout_box(cy: torch.Tensor, cx: torch.Tensor, h: int, w: int,
+                length: int) -> torch.Tensor:
+    """B×1×H×W bool mask of DARTS's cutout box: rows ``[cy - L//2, cy + L//2)`` clipped."""
+    device = cy.device
     half = length // 2
     ys = torch.arange(h, device=device)
     xs = torch.arange(w, device=device)
     rows = (ys >= (cy - half)[:, None]) & (ys < (cy + half)[:, None])
     cols = (xs >= (cx - half)[:, None]) & (xs < (cx + half)[:, None])
-    return rows[:, None, :, None] & cols[:, None, None, :], cy, cx
+    return rows[:, None, :, None] & cols[:, None, None, :]
+
+
+def _cutout_mask(b: int, h: int, w: int, length: int, generator: torch.Generator | None,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """B×1×H×W bool mask of DARTS's cutout box, and its centres."""
+    cy, cx = _cutout_draw(b, h, w, generator, device)
+    return _cutout_box(cy, cx, h, w, length), cy, cx
 
 
 def cutout(x: torch.Tensor, length: int, generator: torch.Generator | None = None
@@ -794,14 +821,25 @@ class BatchLoader:
     that calls ``set_epoch(e)`` gets exactly the batches of epoch ``e``.  Each
     pass advances the epoch by one, so forgetting ``set_epoch`` still gives a
     new order every epoch.  (CPU and CUDA generators give different streams.)
+
+    Data parallel (``world_size > 1``): ``batch_size`` is the *global* batch.  Every
+    rank holds the data and draws the same order and augmentation for each global batch,
+    then takes its own contiguous shard of it (sizes differ by at most one), so the
+    shards of ranks ``0..world_size-1``, concatenated, are exactly the batch a single
+    process would get.  A last global batch with fewer images than ranks is dropped
+    when ``shuffle`` (training: every rank must take every step), and leaves the ranks
+    past its end without that batch otherwise (evaluation sums over ranks anyway).
     """
 
     def __init__(self, data: ImageTensors, batch_size: int, *, shuffle: bool = True,
                  augment: bool = False, crop_padding: int = 4, flip: bool = True,
                  cutout: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
-                 seed: int = 0, channels_last: bool = False) -> None:
+                 seed: int = 0, channels_last: bool = False, rank: int = 0,
+                 world_size: int = 1) -> None:
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
+            raise ConfigError(f"rank {rank} out of range for world_size {world_size}")
         if int(crop_padding) < 0:
             raise ConfigError(f"crop_padding must be >= 0, got {crop_padding}")
         if int(cutout) < 0:
@@ -822,6 +860,8 @@ class BatchLoader:
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
         self.channels_last = bool(channels_last)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
         dev = self.images.device
         mean = torch.tensor(data.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
         std = torch.tensor(data.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
@@ -845,8 +885,29 @@ class BatchLoader:
                    >> np.uint64(1))
 
     def __len__(self) -> int:
+        if self.world_size == 1:
+            return self._num_global()
+        return sum(1 for i in range(self._num_global()) if self._keeps(self._size_of(i)))
+
+    def _num_global(self) -> int:
         n = len(self.data)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _size_of(self, i: int) -> int:
+        """Images in global batch ``i``."""
+        return min(len(self.data), (i + 1) * self.batch_size) - i * self.batch_size
+
+    def _shard(self, m: int) -> tuple[int, int]:
+        """This rank's ``[start, stop)`` within a global batch of ``m`` images."""
+        w, r = self.world_size, self.rank
+        return (m * r) // w, (m * (r + 1)) // w
+
+    def _keeps(self, m: int) -> bool:
+        """Whether this rank yields a global batch of ``m`` images (see the class doc)."""
+        if self.shuffle and m < self.world_size:
+            return False
+        start, stop = self._shard(m)
+        return stop > start
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self._epoch
@@ -855,23 +916,36 @@ class BatchLoader:
         gen.manual_seed(self._seed_for(epoch))
         n = len(self.data)
         dev = self.images.device
+        _, _, h, w = self.images.shape
+        sharded = self.world_size > 1
         order = torch.randperm(n, generator=gen, device=dev) if self.shuffle else None
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        for i in range(len(self)):
+        for i in range(self._num_global()):
             lo, hi = i * self.batch_size, min(n, (i + 1) * self.batch_size)
+            m = hi - lo
+            start, stop = self._shard(m) if sharded else (0, m)
+            # every rank draws for the whole global batch: the stream stays shared
+            if self.augment:
+                crop = _crop_flip_draw(m, self.crop_padding, self.flip, gen, dev)
+                if self.cutout > 0:
+                    centres = _cutout_draw(m, h, w, gen, dev)
+            if sharded and not self._keeps(m):
+                continue
             if order is None:
-                img, lab = self.images[lo:hi], self.labels[lo:hi]
+                img, lab = self.images[lo + start:lo + stop], self.labels[lo + start:lo + stop]
             else:
-                idx = order[lo:hi]
+                idx = order[lo + start:lo + stop]
                 # index_select: a plain row copy, ~20x faster than advanced indexing on CPU
                 img, lab = self.images.index_select(0, idx), self.labels.index_select(0, idx)
             if self.augment:
-                img = random_crop_flip(img, self.crop_padding, self.flip, gen)[0]
+                if sharded:
+                    crop = tuple(t[start:stop] for t in crop)
+                img = _crop_flip_apply(img, self.crop_padding, self.flip, *crop)
             x = img.to(dtype=torch.float32, memory_format=fmt)
             x.mul_(self._scale).add_(self._shift)
             if self.augment and self.cutout > 0:
-                b, _, h, w = x.shape
-                x.masked_fill_(_cutout_mask(b, h, w, self.cutout, gen, dev)[0], 0.0)
+                cy, cx = (t[start:stop] for t in centres) if sharded else centres
+                x.masked_fill_(_cutout_box(cy, cx, h, w, self.cutout), 0.0)
             yield x, lab
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas import distributed
 from nas.baselines import BASELINE_CHANNELS, resolve_genotype
 from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig, dump_config
 from nas.cost import count_macs, count_params
@@ -117,18 +118,25 @@ def build_model(
 
 
 class TrainJob:
-    """Retraining as a :class:`nas.train.Job`."""
+    """Retraining as a :class:`nas.train.Job`.
+
+    Under torchrun each rank steps on its shard of every global batch with the gradients
+    averaged over the ranks; accuracy is counted over the whole evaluation split.
+    """
 
     def __init__(self, cfg: TrainConfig, genotype: Genotype | None = None) -> None:
         self.cfg = cfg
+        self.world = distributed.current()
         self.device = check_device(cfg.runtime.device)
         seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
         if cfg.holdout is None:
-            train, held = load_splits(cfg.data)
+            with distributed.main_first("rank 0 to load the data"):  # one download, not N
+                train, held = load_splits(cfg.data)
             assert held is not None  # load_splits(test=True) always returns a test split
             self.eval_key = "test_acc"
         else:  # the test split is not even loaded
-            train, _ = load_splits(cfg.data, test=False)
+            with distributed.main_first("rank 0 to load the data"):
+                train, _ = load_splits(cfg.data, test=False)
             train, held = holdout_split(train, cfg.holdout, cfg.holdout_seed)
             self.eval_key = "val_acc"
             log.info("holdout: training on %d images, evaluating on %d held-out training "
@@ -142,6 +150,12 @@ class TrainJob:
         self.model = self.model.to(self.device)
         if cfg.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if self.world.distributed:
+            self.model = distributed.convert_sync_batchnorm(
+                self.model, self.device, cfg.runtime.sync_bn
+            )
+            distributed.broadcast_module_(self.model)  # same start on every rank
+            distributed.seed_rank(cfg.runtime.seed)  # distinct drop-path masks per rank
         self.forward: nn.Module = self.model
         if cfg.runtime.compile:
             self.forward = torch.compile(self.model)
@@ -176,6 +190,7 @@ class TrainJob:
                 loss = loss + self.cfg.ssl.penalty * ssl_penalty(self.model, self.cfg.ssl.norm)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_grads_(self.model.parameters(), y.shape[0])  # before clipping
         nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         clamp_bdsc_(self.model)
@@ -192,9 +207,14 @@ class TrainJob:
             correct += (logits.argmax(1) == y).sum()
             n += y.shape[0]
         self.model.train()
+        if self.world.distributed:  # each rank saw a shard: the whole split's accuracy
+            totals = torch.stack([correct, correct.new_tensor(n)])
+            correct, n = distributed.all_reduce_sum_(totals).tolist()
+            return correct / max(n, 1)
         return correct.item() / max(n, 1)
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
+        distributed.average_buffers_(self.model)  # one model on every rank from here on
         self.scheduler.step()
         row: dict[str, Any] = {
             "lr": self.scheduler.get_last_lr()[0],
@@ -253,7 +273,8 @@ def _single_run(
         run.save_config(dump_config(cfg))
         job = TrainJob(cfg, genotype)
         genotype: Genotype = job.model.genotype
-        save_genotype(genotype, run / "genotype.yaml")
+        if run.writes:
+            save_genotype(genotype, run / "genotype.yaml")
         params = count_params(job.model)
         macs = count_macs(job.model, (1, *job.input_shape), job.device)
         log.info(
@@ -262,7 +283,8 @@ def _single_run(
             macs / 1e6, cfg.optim.epochs, job.device,
         )
         fit(job, run, cfg.optim.epochs, log_interval=cfg.runtime.log_interval,
-            progress=cfg.runtime.progress, desc="train", on_epoch=on_epoch)
+            progress=cfg.runtime.progress, desc="train", on_epoch=on_epoch,
+            tensorboard=cfg.runtime.tensorboard)
         return _finish(run, job, params, macs)
 
 
@@ -285,8 +307,10 @@ def _finish(run: RunDir, job: TrainJob, params: int, macs: int) -> TrainResult:
         job.cfg.model.channels,
         val_acc=last("val_acc"),
     )
-    atomic_write_bytes(run / "model.pt", _state_bytes(job.model.state_dict()))
-    atomic_write_text(run / "result.json", json.dumps(result.to_dict(), indent=1))
+    if run.writes:
+        atomic_write_bytes(run / "model.pt", _state_bytes(job.model.state_dict()))
+        atomic_write_text(run / "result.json", json.dumps(result.to_dict(), indent=1))
+    distributed.barrier("rank 0 to write the model")
     if result.val_acc is not None:
         log.info("val accuracy (holdout) %s; wrote %s", result.val_acc, run / "model.pt")
     else:
@@ -307,7 +331,17 @@ def run_train(
 
     ``genotype`` overrides ``cfg.model.genotype`` (the saved config still names the
     string; ``genotype.yaml`` in the run folder holds what was trained).
+
+    Under torchrun every rank trains its shard of each batch and rank 0 alone writes the
+    run folders (:mod:`nas.distributed`).
     """
+    with distributed.session(check_device(cfg.runtime.device), cfg.runtime.dist_timeout):
+        return _train_runs(cfg, genotype, on_epoch)
+
+
+def _train_runs(
+    cfg: TrainConfig, genotype: Genotype | None, on_epoch
+) -> list[TrainResult]:
     if not cfg.seeds:
         return [_single_run(cfg, genotype, on_epoch)]
     base = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("train", cfg.name)

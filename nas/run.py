@@ -142,19 +142,31 @@ def error_summary(exc: BaseException, limit: int = 120) -> str:
 
 
 class RunDir:
-    """One run's folder. Metrics rows carry an ``epoch`` key so a resume can drop stale rows."""
+    """One run's folder. Metrics rows carry an ``epoch`` key so a resume can drop stale rows.
+
+    ``read_only``: the view the ranks other than 0 of a distributed run get. It reads (the
+    checkpoint to resume from, the metrics) but every write method does nothing, so the
+    rule "only rank 0 writes the run folder" holds wherever a job writes through it.
+    """
 
     CHECKPOINT = "checkpoint.pt"
 
     #: written when a run starts; a folder holding only these has nothing worth keeping
     BOOKKEEPING = frozenset({"config.yaml", "log.txt", ".nas-run.json", "genotype.yaml"})
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self._created_root = _first_missing_ancestor(self.path)
-        _ensure_writable_dir(self.path)
-        remove_stale_temp_files(self.path)
+        self.read_only = read_only
         self._handler: logging.Handler | None = None
+        self._created_root = None if read_only else _first_missing_ancestor(self.path)
+        if not read_only:
+            _ensure_writable_dir(self.path)
+            remove_stale_temp_files(self.path)
+
+    @property
+    def writes(self) -> bool:
+        """False for a read-only view: skip work whose only product is a file."""
+        return not self.read_only
 
     def __enter__(self) -> RunDir:
         return self
@@ -163,6 +175,8 @@ class RunDir:
                  tb: Any) -> None:
         """Detach the log; a run that failed before writing anything leaves no folder."""
         self.detach_log()
+        if self.read_only:
+            return
         root = self._created_root
         if exc_type is None or root is None or not root.is_dir():
             return
@@ -176,7 +190,7 @@ class RunDir:
     # logging -------------------------------------------------------------------------
     def attach_log(self) -> None:
         """Mirror the ``nas`` logger into ``log.txt`` in this folder."""
-        if self._handler is not None:
+        if self._handler is not None or self.read_only:
             return
         handler = logging.FileHandler(self.path / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -193,6 +207,8 @@ class RunDir:
     # config ----------------------------------------------------------------------------
     def save_config(self, text: str) -> None:
         """Store the resolved config; warn when a resumed run's config changed."""
+        if self.read_only:
+            return
         path = self.path / "config.yaml"
         if path.exists() and path.read_text() != text:
             log.warning("config differs from the one saved in %s; using the new one", path)
@@ -210,13 +226,19 @@ class RunDir:
 
     def truncate_metrics(self, epoch: int) -> None:
         """Drop rows at or after ``epoch`` (written before a crash, not checkpointed)."""
+        if self.read_only:
+            return
         rows = [r for r in self.read_metrics() if r.get("epoch", -1) < epoch]
         self._write_metrics(rows)
 
     def log_metrics(self, row: dict[str, Any]) -> None:
+        if self.read_only:
+            return
         self._write_metrics([*self.read_metrics(), row])
 
     def _write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        if self.read_only:
+            return
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
         keys: list[str] = []
         for r in rows:
@@ -233,7 +255,22 @@ class RunDir:
         import torch
 
         path = self.path / name
-        _atomic_write(path, lambda fh: torch.save(state, fh))
+        if not self.read_only:
+            _atomic_write(path, lambda fh: torch.save(state, fh))
+        return path
+
+    def write_text(self, name: str, text: str) -> Path:
+        """:func:`atomic_write_text` to ``name`` in this folder (nothing when read-only)."""
+        path = self.path / name
+        if not self.read_only:
+            atomic_write_text(path, text)
+        return path
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        """:func:`atomic_write_bytes` to ``name`` in this folder (nothing when read-only)."""
+        path = self.path / name
+        if not self.read_only:
+            atomic_write_bytes(path, data)
         return path
 
     def load_checkpoint(

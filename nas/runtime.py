@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from nas import distributed
 from nas.config import DataConfig, RuntimeConfig
 from nas.cost import resolve_device
 from nas.data import BatchLoader, ImageTensors, load_dataset
@@ -60,15 +61,22 @@ def open_run(name: str, run_dir: str | None, command: str) -> RunDir:
     """The run folder of ``nas <command>`` for config ``name`` (resumed if it exists).
 
     Default ``runs/<command>/<name>``; a folder claimed by another command or config is
-    refused with a one-line error instead of being overwritten.
+    refused with a one-line error instead of being overwritten. Under torchrun only rank 0
+    creates and writes it; the other ranks wait for it, then get a read-only view (they
+    read its checkpoint to resume).
     """
     path = Path(run_dir) if run_dir else default_run_dir(command, name)
+    world = distributed.current()
+    if not world.is_main:
+        distributed.barrier("rank 0 to open the run folder")
+        return RunDir(path, read_only=True)
     if path.is_dir():
         _check_owner(path, command, name)
     run = RunDir(path)
     if not (path / RUN_OWNER).is_file():
         atomic_write_text(path / RUN_OWNER, json.dumps({"command": command, "config": name}))
     run.attach_log()
+    distributed.barrier("rank 0 to open the run folder")
     return run
 
 
@@ -104,7 +112,14 @@ def make_loader(
     cutout: int | None = None,
     seed_offset: int = 0,
 ) -> BatchLoader:
-    """A device-resident loader: augmented when ``train``, plain and ordered otherwise."""
+    """A device-resident loader: augmented when ``train``, plain and ordered otherwise.
+
+    Under torchrun the batch sizes are global and each rank loads its shard of every batch
+    (:class:`BatchLoader`); the training batch must split evenly over the ranks.
+    """
+    world = distributed.current()
+    if train and world.distributed:
+        distributed.check_batch_size(cfg.batch_size)
     return BatchLoader(
         data,
         cfg.batch_size if train else cfg.eval_batch_size,
@@ -117,18 +132,23 @@ def make_loader(
         device=device,
         seed=runtime.seed + seed_offset,
         channels_last=runtime.channels_last,
+        rank=world.rank,
+        world_size=world.size,
     )
 
 
 def check_device(name: str) -> torch.device:
+    """The configured device; under torchrun a bare ``cuda`` is this rank's GPU."""
     device = resolve_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"runtime.device: {name!r} requested but CUDA is not available")
-    return device
+    return distributed.rank_device(device)
 
 
 def setup_threads(runtime: RuntimeConfig, workers: int = 1) -> ThreadPlan:
-    """Size torch's CPU threads for a job (see :mod:`nas.threads`)."""
+    """Size torch's CPU threads for a job (see :mod:`nas.threads`); the ranks torchrun
+    starts on this machine share its cores."""
+    workers *= distributed.current().local_size
     return configure_threads(runtime.threads, workers, runtime.deterministic)
 
 

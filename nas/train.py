@@ -4,6 +4,11 @@ A job supplies what differs (one optimisation step, what happens at an epoch's e
 state); :func:`fit` supplies the rest: resume from the run folder, progress bar, on-device
 metric accumulation (one host sync per log interval), metrics rows, atomic checkpoints
 with RNG states.
+
+Under torchrun (:mod:`nas.distributed`) every rank runs :func:`fit`; the epoch's loss,
+accuracy and image counts are summed over the ranks, rank 0 alone shows progress and
+writes metrics and checkpoints (holding every rank's RNG state), and every rank resumes
+from that checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from nas import distributed
 from nas.run import CheckpointError, RunDir, error_summary
+from nas.tensorboard import TensorBoardLog
 
 __all__ = [
     "Job",
@@ -92,6 +99,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _rank_rng(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """This rank's RNG state: its own when the checkpoint has one per rank of this world
+    size, else rank 0's (e.g. a single-process checkpoint resumed under torchrun)."""
+    world = distributed.current()
+    per_rank = ckpt.get("rng_ranks")
+    if world.distributed and isinstance(per_rank, list) and len(per_rank) == world.size:
+        return per_rank[world.rank]
+    return ckpt["rng"]
+
+
 def _restore(job: Job, ckpt: dict[str, Any], path: Any) -> int:
     """Load ``ckpt`` into ``job`` and the RNGs; returns its epoch. A checkpoint of another
     network or job (missing keys, wrong shapes, wrong types) is a CheckpointError."""
@@ -100,7 +117,7 @@ def _restore(job: Job, ckpt: dict[str, Any], path: Any) -> int:
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
             raise ValueError(f"epoch {start!r} is not a count")
         job.load_state_dict(ckpt["job"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(_rank_rng(ckpt))
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         raise CheckpointError(
             f"{path}: checkpoint does not match this run ({error_summary(exc)}); "
@@ -118,13 +135,32 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    tensorboard: bool = True,
 ) -> int:
     """Run ``job`` for ``epochs`` epochs in ``run``, resuming from its checkpoint.
 
     Returns the number of completed epochs (less than ``epochs`` if the job stopped early).
     ``on_epoch`` sees each epoch's metrics row after its checkpoint is written (e.g. to
-    report intermediate results to a Ray Tune scheduler).
+    report intermediate results to a Ray Tune scheduler). ``tensorboard``: also write each
+    row (and what the job adds, e.g. a search's α) as TensorBoard events into the run folder.
     """
+    done = _fit(job, run, epochs, log_interval, progress and distributed.current().is_main,
+                desc, on_epoch, tensorboard)
+    # ranks leave together: rank 0's last checkpoint and metrics exist when any returns
+    distributed.barrier("the end of training")
+    return done
+
+
+def _fit(
+    job: Job,
+    run: RunDir,
+    epochs: int,
+    log_interval: int,
+    progress: bool,
+    desc: str,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    tensorboard: bool,
+) -> int:
     start = 0
     ckpt = run.load_checkpoint(map_location=job.device)
     if ckpt is not None:
@@ -135,6 +171,15 @@ def fit(
         if start < epochs:
             log.info("resuming %s from epoch %d/%d", run.path, start, epochs)
     run.truncate_metrics(start)
+    # steps are 1-based epochs; a resumed run drops the events written after its checkpoint
+    tb = TensorBoardLog(run.path, enabled=tensorboard and run.writes, purge_step=start + 1)
+    try:
+        return _epochs(job, run, start, epochs, log_interval, progress, desc, on_epoch, tb)
+    finally:
+        tb.close()
+
+
+def _epochs(job, run, start, epochs, log_interval, progress, desc, on_epoch, tb) -> int:
     for epoch in range(start, epochs):
         job.start_epoch(epoch)
         sums = torch.zeros(2, device=job.device, dtype=torch.float64)
@@ -157,6 +202,9 @@ def fit(
                 loss_s, acc_s = f"{total_loss / count:.3f}", f"{total_correct / count:.3f}"
                 bar.set_postfix(loss=loss_s, acc=acc_s)
         bar.close()
+        if distributed.current().distributed:  # the whole global batch, not this shard
+            totals = torch.cat([sums, sums.new_tensor([count])])
+            sums, count = totals[:2], int(distributed.all_reduce_sum_(totals)[2].item())
         total_loss, total_correct = sums.tolist()
         elapsed = time.perf_counter() - tic
         row: dict[str, Any] = {
@@ -168,10 +216,16 @@ def fit(
         }
         row.update(job.end_epoch(epoch))
         run.log_metrics(row)
+        tb.scalars(row, epoch + 1)
+        if hasattr(job, "log_tensorboard"):
+            job.log_tensorboard(tb, epoch + 1)
         stopped = job.should_stop()
-        run.save_checkpoint(
-            {"epoch": epoch + 1, "job": job.state_dict(), "rng": rng_state(), "stopped": stopped}
-        )
+        ckpt = {"epoch": epoch + 1, "rng": rng_state(), "stopped": stopped}
+        per_rank = distributed.gather_object(ckpt["rng"])  # None in a single process
+        if per_rank is not None:
+            ckpt["rng_ranks"] = per_rank
+        if run.writes:
+            run.save_checkpoint({**ckpt, "job": job.state_dict()})
         shown = ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in row.items()

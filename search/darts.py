@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from nas import distributed
 from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig, dump_config
 from nas.cost_table import CostTable
 from nas.data import holdout_split, search_split
@@ -37,8 +38,7 @@ from nas.runtime import (
 from nas.spaces import SearchSpace, get_space
 from nas.train import fit, seed_everything, sgd_cosine
 
-from .fused import compile_module
-from .plots import plot_alphas
+from .fused import compile_module, rebuild_plans
 from .supernet import Supernet
 
 __all__ = [
@@ -111,6 +111,13 @@ class CostConfig:
     weight: float = 0.0
     device: str | None = None  # latency device; default: the run's device
     batch_size: int = 1
+    # latency table from `nas latency-table` (measured on the target device): used instead
+    # of timing ops on this machine; needs metric=latency
+    table: str | None = None
+
+    def validate(self) -> None:
+        if self.table is not None and self.metric != "latency":
+            raise ConfigError("cost.table holds latencies: set cost.metric=latency to use it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +190,13 @@ class Architect:
     take (gradient clipping aside, as in DARTS): each weight with its own group's lr,
     momentum buffer and weight decay, so SSL displacements (no weight decay) and frozen ones
     (no gradient, skipped by SGD) move as they really would.
+
+    Under torchrun every gradient is averaged over the ranks as soon as it is taken
+    (:func:`nas.distributed.average_`, weighted by each rank's images): the first-order
+    α gradient, and in second order the train gradient that builds ``w'``, the validation
+    gradients at ``w'`` and the finite-difference term. Every rank then derives the same
+    ``w'``, the same perturbation radius and the same α step. In one process these calls
+    return at once.
     """
 
     def __init__(self, model: Supernet, cfg: ArchConfig) -> None:
@@ -211,6 +225,7 @@ class Architect:
         if self.order == "first":
             val_loss = loss_fn(self.model(val_batch[0]), val_batch[1])
             (val_loss + cost_fn()).backward(inputs=arch)
+            distributed.average_grads_(arch, val_batch[1].shape[0])
         else:
             val_loss = self._unrolled(train_batch, val_batch, loss_fn, w_optimizer, eta)
             cost = cost_fn()
@@ -231,6 +246,8 @@ class Architect:
         grads = torch.autograd.grad(
             self._train_loss(train_batch, loss_fn), weights, allow_unused=True
         )
+        n_train, n_val = train_batch[1].shape[0], val_batch[1].shape[0]
+        distributed.average_(grads, n_train)
         groups = _sgd_groups(w_optimizer, weights, eta)
         state = {} if w_optimizer is None else w_optimizer.state
         unrolled = {}
@@ -247,6 +264,7 @@ class Architect:
             val_loss, [*arch, *unrolled.values()], allow_unused=True
         )
         all_grads = _grads_or_zeros(all_grads, [*arch, *unrolled.values()])
+        distributed.average_(all_grads, n_val)
         d_arch, d_w = all_grads[: len(arch)], all_grads[len(arch) :]
         # Σ_p ξ_p ∇²_{α,p} L_train · v_p with v = ∇_{w'} L_val (as ∂w'_p/∂α = −ξ_p ∇²_{p,α}),
         # by central differences along u = ξ·v: (∇_α L(w + r·u) − ∇_α L(w − r·u)) / 2r with
@@ -254,32 +272,46 @@ class Architect:
         # ε = 0.01/‖v‖ (same perturbed weights).
         direction = [lr * d for lr, d in zip(lrs, d_w)]
         r = 1e-2 / torch.cat([d.flatten() for d in direction]).norm().clamp_min(1e-12)
+        # w ± r·u from a saved copy, and w restored from it bit for bit: undoing the steps in
+        # place leaves w an ulp off, enough to move an SSL displacement off the integer where
+        # its gradient rule changes (and to make data-parallel ranks disagree with one process)
+        saved = [p.detach().clone() for p in weights]
         with torch.no_grad():
             for p, d in zip(weights, direction):
                 p.add_(d, alpha=float(r))
         g_pos = torch.autograd.grad(self._train_loss(train_batch, loss_fn), arch, allow_unused=True)
         with torch.no_grad():
-            for p, d in zip(weights, direction):
-                p.sub_(d, alpha=2 * float(r))
+            for p, w, d in zip(weights, saved, direction):
+                p.copy_(w).sub_(d, alpha=float(r))
         g_neg = torch.autograd.grad(self._train_loss(train_batch, loss_fn), arch, allow_unused=True)
         with torch.no_grad():
-            for p, d in zip(weights, direction):
-                p.add_(d, alpha=float(r))
+            for p, w in zip(weights, saved):
+                p.copy_(w)
         g_pos, g_neg = _grads_or_zeros(g_pos, arch), _grads_or_zeros(g_neg, arch)
-        for a, da, gp, gn in zip(arch, d_arch, g_pos, g_neg):
-            a.grad = da - (gp - gn) / (2 * r)
+        diffs = [gp - gn for gp, gn in zip(g_pos, g_neg)]
+        distributed.average_(diffs, n_train)  # linear: the difference of the averages
+        for a, da, diff in zip(arch, d_arch, diffs):
+            a.grad = da - diff / (2 * r)
         return val_loss
 
 
 class SearchJob:
-    """A DARTS search as a :class:`nas.train.Job`."""
+    """A DARTS search as a :class:`nas.train.Job`.
+
+    Under torchrun (:mod:`nas.distributed`) each rank steps on its shard of every global
+    batch; weight and architecture gradients are averaged over the ranks, so weights and
+    α stay identical on all of them; BN statistics are per rank (averaged at each epoch's
+    end) unless ``runtime.sync_bn``.
+    """
 
     def __init__(self, cfg: SearchConfig, run: RunDir) -> None:
         self.cfg = cfg
         self.run = run
+        self.world = distributed.current()
         self.device = check_device(cfg.runtime.device)
         seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
-        train_full, _ = load_splits(cfg.data, test=False)
+        with distributed.main_first("rank 0 to load the data"):  # one download, not N
+            train_full, _ = load_splits(cfg.data, test=False)
         if cfg.holdout is not None:  # never seen by the search, weights nor α
             train_full, _ = holdout_split(train_full, cfg.holdout, cfg.holdout_seed)
         setup_threads(cfg.runtime)  # after the data: a bad dataset fails before any warning
@@ -304,6 +336,13 @@ class SearchJob:
         ).to(self.device)
         if cfg.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if self.world.distributed:
+            self.model = distributed.convert_sync_batchnorm(
+                self.model, self.device, cfg.runtime.sync_bn
+            )
+            rebuild_plans(self.model)  # the fused plans must hold the converted BN modules
+            distributed.broadcast_module_(self.model)  # same start on every rank
+            distributed.seed_rank(cfg.runtime.seed)
         compile_module(self.model, self.device, cfg.runtime.compile)  # in place: every call
         self.w_optimizer, self.scheduler = sgd_cosine(
             self.model, self.model.weight_parameters(), cfg.optim
@@ -315,11 +354,14 @@ class SearchJob:
                 cfg.cost.metric,
                 cfg.cost.device or self.device,
                 batch_size=cfg.cost.batch_size,
+                table=cfg.cost.table,
             )
             shapes = self.model.edge_shapes((H, W))
             self.cost = table.tensor(self.space.ops, shapes).to(self.device)
-            log.info("cost-aware search: λ=%g on %s (%s)", cfg.cost.weight, table.metric,
-                     table.unit)
+            log.info("cost-aware search: λ=%g on %s (%s, %s)", cfg.cost.weight, table.metric,
+                     table.unit, table.source)
+        if self.cost is not None:  # e.g. latencies timed on each rank: use rank 0's
+            distributed.broadcast_([self.cost])
         self.alpha_history: list[dict[str, Any]] = []
         self._stop = False
         self._epoch = 0
@@ -374,6 +416,7 @@ class SearchJob:
             loss = self._loss(logits, y)
         self.w_optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=self.model.weight_parameters())
+        distributed.average_grads_(self.model.weight_parameters(), y.shape[0])  # before clipping
         nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.cfg.optim.grad_clip)
         self.w_optimizer.step()
         clamp_bdsc_(self.model)
@@ -393,9 +436,14 @@ class SearchJob:
             correct += (logits.argmax(1) == y).sum()
             n += y.shape[0]
         self.model.train()
+        if self.world.distributed:  # each rank saw a shard: the whole split's numbers
+            totals = torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(n)])
+            loss_sum, correct, n = distributed.all_reduce_sum_(totals).tolist()
+            return loss_sum / n, correct / n
         return loss_sum.item() / n, correct.item() / n
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
+        distributed.average_buffers_(self.model)  # one model on every rank from here on
         self.scheduler.step()
         val_loss, val_acc = self.evaluate()
         genotype = self.model.genotype(self.cfg.skip_guard.max_skips)
@@ -425,11 +473,16 @@ class SearchJob:
             from nas.ops import ssl_sparsity
 
             row["ssl_sparsity"] = ssl_sparsity(self.model)
-        atomic_write_text(self.run / "alphas.json", json.dumps(self._alpha_doc()))
+        self.run.write_text("alphas.json", json.dumps(self._alpha_doc()))
         return row
 
     def should_stop(self) -> bool:
         return self._stop
+
+    def log_tensorboard(self, tb, step: int) -> None:
+        """This epoch's α entropy and heatmap (called by ``fit`` after ``end_epoch``)."""
+        if self.alpha_history:
+            tb.alphas(self.space.ops, self.alpha_history[-1], step)
 
     def _alpha_doc(self) -> dict[str, Any]:
         return {"ops": list(self.space.ops), "history": self.alpha_history}
@@ -461,8 +514,14 @@ class SearchResult:
 
 
 def run_search(cfg: SearchConfig) -> SearchResult:
-    """Run (or resume) a search; writes genotype.yaml/.txt, plots and alphas.json."""
-    with open_run(cfg.name, cfg.run_dir, "search") as run:
+    """Run (or resume) a search; writes genotype.yaml/.txt, plots and alphas.json.
+
+    Under torchrun every rank runs the search on its shard of the data and rank 0 alone
+    writes the run folder; every rank returns the same result.
+    """
+    device = check_device(cfg.runtime.device)
+    with (distributed.session(device, cfg.runtime.dist_timeout),
+          open_run(cfg.name, cfg.run_dir, "search") as run):
         run.save_config(dump_config(cfg))
         job = SearchJob(cfg, run)
         log.info(
@@ -473,13 +532,18 @@ def run_search(cfg: SearchConfig) -> SearchResult:
         done = fit(
             job, run, cfg.optim.epochs,
             log_interval=cfg.runtime.log_interval, progress=cfg.runtime.progress, desc="search",
+            tensorboard=cfg.runtime.tensorboard,
         )
         genotype = job.model.genotype(cfg.skip_guard.max_skips)
-        save_genotype(genotype, run / "genotype.yaml")
-        atomic_write_text(run / "genotype.txt", str(genotype) + "\n")
-        plot_genotype(genotype, run.path, stem="genotype")
-        if job.alpha_history:
-            plot_alphas(job.space.ops, job.alpha_history[-1], run / "alphas.png")
-        atomic_write_text(run / "alphas.json", json.dumps(job._alpha_doc()))
+        if run.writes:
+            save_genotype(genotype, run / "genotype.yaml")
+            atomic_write_text(run / "genotype.txt", str(genotype) + "\n")
+            plot_genotype(genotype, run.path, stem="genotype")
+            if job.alpha_history:
+                from .plots import plot_alphas  # matplotlib: rank 0 only, at the end
+
+                plot_alphas(job.space.ops, job.alpha_history[-1], run / "alphas.png")
+            atomic_write_text(run / "alphas.json", json.dumps(job._alpha_doc()))
+        distributed.barrier("rank 0 to write the genotype")
         log.info("genotype: %s (%s)", genotype, run / "genotype.yaml")
         return SearchResult(genotype, run.path, done)

@@ -39,7 +39,7 @@ from .fused_ops import StateCache, Stream, batched_op, is_batchable
 if TYPE_CHECKING:
     from .supernet import SearchCell
 
-__all__ = ["CellPlan", "cell_plan", "fused_cell_forward", "compile_module"]
+__all__ = ["CellPlan", "cell_plan", "rebuild_plans", "fused_cell_forward", "compile_module"]
 
 log = logging.getLogger("nas")
 
@@ -88,13 +88,27 @@ class CellPlan:
         ops = []
         for index in range(len(mixed[0].ops)):
             mods = tuple(m.ops[index] for m in mixed)
-            ops.append(_OpGroup(index, mods, is_batchable(mods)))
+            # SyncBatchNorm (runtime.sync_bn) must run its own forward to synchronise
+            batchable = is_batchable(mods) and not _has_sync_bn(mods[0])
+            ops.append(_OpGroup(index, mods, batchable))
         return _SourceGroup(state, edges, nodes, mixed[0].stride, tuple(ops))
 
     def order_index(self, device: torch.device) -> Tensor:
         if device not in self._order_on:
             self._order_on[device] = torch.tensor(self.order, device=device)
         return self._order_on[device]
+
+
+def _has_sync_bn(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.SyncBatchNorm) for m in module.modules())
+
+
+def rebuild_plans(module: nn.Module) -> None:
+    """Rebuild the plan of every cell in ``module``: after its op modules were replaced
+    (e.g. BatchNorm converted to SyncBatchNorm), a plan would still hold the old ones."""
+    for m in module.modules():
+        if "_fused_plan" in m.__dict__:
+            m.__dict__["_fused_plan"] = CellPlan(m)
 
 
 def cell_plan(cell: SearchCell) -> CellPlan:

@@ -36,7 +36,7 @@ from nas.runtime import open_run
 from nas.threads import plan_threads
 
 from .mo_outputs import trial_rows, write_outputs
-from .trial import MOConfig, TrialError, check_inputs, define_space, run_trial
+from .trial import MOConfig, TrialError, check_inputs, define_space, resolve_paths, run_trial
 
 __all__ = [
     "run_mo_search", "open_study", "rdb_storage", "storage_url", "make_sampler", "trial_seed",
@@ -47,7 +47,7 @@ log = logging.getLogger("nas")
 
 #: what a trial stores as user attrs (read back by :func:`mo_outputs.trial_rows`)
 _ATTRS = ("genotype", "trial_dir", "val_acc", "params", "latency", "macs", "feasible", "epochs",
-          "latency_noisy")
+          "latency_noisy", "latency_source")
 
 
 def storage_url(cfg: MOConfig, run_path: Path) -> str:
@@ -281,6 +281,7 @@ def _divide_threads(cfg: MOConfig) -> MOConfig:
 
 def run_mo_search(cfg: MOConfig) -> dict[str, Any]:
     """Run (or continue) the study until ``n_trials`` trials are complete; write outputs."""
+    cfg = resolve_paths(cfg)
     if cfg.storage:  # a given URL fails before anything is loaded or logged
         rdb_storage(cfg.storage)
     check_inputs(cfg)

@@ -24,14 +24,15 @@ from optuna.trial import TrialState
 
 from nas.pareto import pareto_mask
 from nas.run import atomic_savefig, atomic_write_text
+from nas.tensorboard import TensorBoardLog
 
-from .trial import MOConfig
+from .trial import MOConfig, latency_label
 
 __all__ = ["write_outputs", "trial_rows"]
 
 _COLUMNS = [
     "trial", "val_acc", "params", "latency", "macs", "feasible", "epochs", "stopped",
-    "latency_noisy", "genotype", "trial_dir",
+    "latency_noisy", "latency_source", "genotype", "trial_dir",
 ]
 
 
@@ -58,7 +59,7 @@ def _eligible(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array([bool(r["feasible"]) and not r.get("stopped") for r in rows], dtype=bool)
 
 
-def _plot(rows, front, key: str, label: str, path: Path) -> None:
+def _plot(rows, front, key: str, label: str, path: Path) -> Figure:
     acc = np.array([100 * r["val_acc"] for r in rows])
     cost = np.array([r[key] for r in rows])
     fig = Figure(figsize=(6, 4.5), constrained_layout=True)
@@ -84,6 +85,7 @@ def _plot(rows, front, key: str, label: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     atomic_savefig(fig, path, dpi=120)
+    return fig
 
 
 def compare_config_text(cfg: MOConfig, entries: list[dict[str, Any]]) -> str:
@@ -149,14 +151,20 @@ def write_outputs(rows: list[dict[str, Any]], cfg: MOConfig, run_path: Path) -> 
         f"fully trained, {stopped} stopped early); objectives {', '.join(cfg.objectives)}; "
         f"val_acc: {cfg.budget.holdout:.0%} of the training set held out (the test set is "
         f"never used); latency: deploy form, batch {cfg.latency.batch_size}, "
-        f"{cfg.latency.device}. Genotypes: {folder}/, ready for `nas compare "
+        f"{latency_label(cfg)}. Genotypes: {folder}/, ready for `nas compare "
         f"{folder / 'compare.yaml'}`.\n"
     )
     table = "\n".join(lines) + note
     atomic_write_text(run_path / "pareto.md", table)
     atomic_write_text(run_path / "pareto.csv", _csv(pareto))
-    _plot(rows, front, "params", "parameters (M)", run_path / "pareto_params.png")
-    _plot(rows, front, "latency", f"latency (ms, {cfg.latency.device})",
-          run_path / "pareto_latency.png")
+    figs = {"pareto/params": _plot(rows, front, "params", "parameters (M)",
+                                   run_path / "pareto_params.png")}
+    where = "table" if cfg.latency.table is not None else cfg.latency.device
+    figs["pareto/latency"] = _plot(rows, front, "latency", f"latency (ms, {where})",
+                                   run_path / "pareto_latency.png")
+    tb = TensorBoardLog(run_path, enabled=cfg.runtime.tensorboard)
+    for tag, fig in figs.items():  # step = trials so far: the front as the study grows
+        tb.figure(tag, fig, step=len(rows))
+    tb.close()
     print(table)
     return {"trials": len(rows), "pareto": pareto}

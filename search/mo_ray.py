@@ -33,7 +33,15 @@ from nas.runtime import open_run
 
 from .mo_optuna import make_sampler, rdb_storage, storage_url
 from .mo_outputs import write_outputs
-from .trial import OBJECTIVES, MOConfig, TrialError, check_inputs, define_space, run_trial
+from .trial import (
+    OBJECTIVES,
+    MOConfig,
+    TrialError,
+    check_inputs,
+    define_space,
+    resolve_paths,
+    run_trial,
+)
 
 __all__ = ["run_ray_search", "score"]
 
@@ -41,7 +49,7 @@ log = logging.getLogger("nas")
 
 #: metrics every report carries; constraint values go as ``constraint_<name>``
 _REPORTED = ("val_acc", "params", "latency", "macs", "feasible", "epochs", "genotype",
-             "trial_dir", "latency_noisy")
+             "trial_dir", "latency_noisy", "latency_source")
 _CONSTRAINT = "constraint_"
 
 
@@ -177,6 +185,7 @@ def run_ray_search(cfg: MOConfig) -> dict[str, Any]:
     """Run (or restore) the Ray Tune experiment; write the same outputs as the Optuna driver."""
     import ray
 
+    cfg = resolve_paths(cfg)  # trials run in their own folders: an absolute table path
     if cfg.storage:  # a given URL fails before anything is loaded or logged
         rdb_storage(cfg.storage)
     check_inputs(cfg, devices=cfg.ray.address is None)  # a cluster's devices are remote

@@ -10,8 +10,9 @@ turns the sampled choices into objective values:
 
 Objectives: ``val_acc`` (accuracy on a seeded, stratified holdout of the training set,
 maximize; the test split is never loaded, so it cannot choose the architecture),
-``params`` (M), ``latency`` (ms, deploy form, measured on the configured device) and
-``macs`` (M).
+``params`` (M), ``latency`` (ms, deploy form: measured on ``latency.device``, or, with
+``latency.table``, predicted from a table measured on the target device, see
+:mod:`nas.latency_table`) and ``macs`` (M).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nas.data import holdout_split
 from nas.deploy import to_deploy
 from nas.errors import ConfigError, NasError
 from nas.genotype import Genotype, save_genotype
+from nas.latency_table import LatencyTable, load_table, mo_requirements, network_layout
 from nas.retrain import ModelConfig, TrainConfig, build_model, run_train
 from nas.run import atomic_write_text
 from nas.runtime import check_device, load_splits
@@ -49,6 +51,8 @@ __all__ = [
     "RayConfig",
     "TrialError",
     "check_inputs",
+    "resolve_paths",
+    "latency_label",
     "define_space",
     "genotype_from_params",
     "run_trial",
@@ -101,9 +105,18 @@ class DartsTrialConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LatencyConfig:
+    """The latency objective: measured here on ``device`` (deploy form, ``batch_size``), or,
+    with ``table`` (a file from ``nas latency-table``, measured on the target device),
+    predicted from it without timing anything here (``device`` is then unused)."""
+
     device: str = "cpu"
     batch_size: int = 1
     repeats: int = 10
+    table: str | None = None
+
+    def validate(self) -> None:
+        if self.table is not None and not self.table.strip():
+            raise ConfigError("latency.table: empty path (null to measure on latency.device)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,23 +283,58 @@ def data_info(data: DataConfig) -> tuple[tuple[int, int, int], int]:
     return _DATA_INFO[key]
 
 
+#: per process: latency table path -> table
+_TABLES: dict[str, LatencyTable] = {}
+
+
+def _latency_table(path: str) -> LatencyTable:
+    if path not in _TABLES:
+        _TABLES[path] = load_table(path)
+    return _TABLES[path]
+
+
+def resolve_paths(cfg: MOConfig) -> MOConfig:
+    """``latency.table`` as an absolute path: Ray Tune runs each trial in its own folder."""
+    if cfg.latency.table is None:
+        return cfg
+    table = str(Path(cfg.latency.table).expanduser().resolve())
+    return dataclasses.replace(cfg, latency=dataclasses.replace(cfg.latency, table=table))
+
+
+def latency_label(cfg: MOConfig) -> str:
+    """Where trial latencies come from, for reports and plot labels."""
+    if cfg.latency.table is not None:
+        return f"predicted from table {cfg.latency.table}"
+    return f"measured on {cfg.latency.device}"
+
+
 def check_inputs(cfg: MOConfig, devices: bool = True) -> None:
     """Fail before the first trial on what would fail every trial: data that cannot load,
-    a holdout that leaves an empty split, an absent device (ConfigError/DataError, which
-    the CLI prints as one line with exit status 2). ``devices=False`` on a Ray cluster,
-    whose GPUs are on the workers."""
+    a holdout that leaves an empty split, an absent device, a latency table that lacks an
+    op or shape the trials need (ConfigError/DataError, which the CLI prints as one line
+    with exit status 2). ``devices=False`` on a Ray cluster, whose GPUs are on the
+    workers."""
     if devices:
         check_device(cfg.runtime.device)
-        check_device(cfg.latency.device)
+        if cfg.latency.table is None:  # a table needs no local latency device
+            check_device(cfg.latency.device)
     train, _ = load_splits(cfg.data, test=False)
     holdout_split(train, cfg.budget.holdout, cfg.runtime.seed)
     _DATA_INFO[dump_config(cfg.data)] = (tuple(train.shape), train.num_classes)
+    if cfg.latency.table is not None:
+        table = _latency_table(cfg.latency.table)
+        table.check_batch(cfg.latency.batch_size, "latency.batch_size")
+        table.require(*mo_requirements(cfg, tuple(train.shape), train.num_classes))
 
 
 def _search_genotype(params: dict[str, Any], cfg: MOConfig, trial_dir: Path) -> Genotype:
     from .darts import run_search
 
     d = cfg.darts
+    # the inner search's latency term reads the table too, at the MO batch size
+    table: dict[str, Any] = {}
+    if d.cost_metric == "latency" and cfg.latency.table is not None:
+        table = {"table": cfg.latency.table, "batch_size": cfg.latency.batch_size}
     search = SearchConfig(
         name=trial_dir.name,
         run_dir=str(trial_dir / "search"),
@@ -301,7 +349,7 @@ def _search_genotype(params: dict[str, Any], cfg: MOConfig, trial_dir: Path) -> 
         cost=dataclasses.replace(
             SearchConfig().cost, metric=d.cost_metric,
             weight=float(params.get("cost_weight", 0.0)) if params.get("use_cost") else 0.0,
-            device=cfg.latency.device,
+            device=cfg.latency.device, **table,
         ),
         runtime=dataclasses.replace(cfg.runtime, progress=False),
         # the holdout that scores the genotype afterwards stays out of the search too
@@ -340,18 +388,31 @@ def run_trial(
     tcfg = _train_cfg(cfg, trial_dir)
     shape, num_classes = data_info(cfg.data)
     model = build_model(tcfg, shape[0], num_classes, genotype)
-    deployed = to_deploy(model)
-    busy_before = cpu_oversubscribed()
     metrics: dict[str, Any] = {
         "params": count_params(model) / 1e6,
         "macs": count_macs(model, (1, *shape)) / 1e6,
-        "latency": measure_latency(
-            deployed, (cfg.latency.batch_size, *shape), cfg.latency.device,
-            repeats=cfg.latency.repeats,
-        ),
-        # measured while the CPU was oversubscribed: the figure is noise, flag it
-        "latency_noisy": busy_before or cpu_oversubscribed(),
     }
+    if cfg.latency.table is not None:  # predicted: Σ fixed parts + Σ edge ops of the table
+        layout = network_layout(
+            tcfg.model.channels, tcfg.model.layers, shape[0], shape[1:], num_classes,
+            len(genotype.normal_concat), len(genotype.reduce_concat),
+        )
+        metrics.update(
+            latency=_latency_table(cfg.latency.table).network_ms(layout, genotype),
+            latency_noisy=False, latency_source=f"table:{cfg.latency.table}",
+        )
+    else:
+        busy_before = cpu_oversubscribed()
+        latency = measure_latency(
+            to_deploy(model), (cfg.latency.batch_size, *shape), cfg.latency.device,
+            repeats=cfg.latency.repeats,
+        )
+        metrics.update(
+            latency=latency,
+            # measured while the CPU was oversubscribed: the figure is noise, flag it
+            latency_noisy=busy_before or cpu_oversubscribed(),
+            latency_source=f"measured:{cfg.latency.device}",
+        )
     c = cfg.constraints
     violations: dict[str, float] = {}
     if c.params_max_m is not None:
@@ -366,7 +427,7 @@ def run_trial(
     log.info(
         "%s: %s%.4f M params, %.2f M MACs, latency %.3f ms (%s)%s", trial_dir.name,
         f"{genotype}, " if cfg.trial_kind == "genotype" else "", metrics["params"],
-        metrics["macs"], metrics["latency"], cfg.latency.device,
+        metrics["macs"], metrics["latency"], metrics["latency_source"],
         "" if feasible else f"; over budget {violations}, not trained",
     )
     if feasible:

@@ -13,9 +13,9 @@ from nas.cli import build_parser, main
 
 def test_all_commands_present():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert {"search", "mo-search", "train", "deploy", "compare", "plot", "quickstart"} <= set(
-        sub.choices
-    )
+    assert {"search", "mo-search", "train", "deploy", "compare", "plot", "quickstart",
+            "export", "latency-table"} <= set(sub.choices)
+    assert main(["latency-table", "no-such-config"]) == 2
 
 
 def test_plot_baseline_and_string(tmp_path, capsys):
@@ -118,3 +118,14 @@ def test_deploy_foreign_weights(tmp_path: Path, capsys):
     capsys.readouterr()
     assert main(["-q", "deploy", str(tmp_path)]) == 2
     assert "model.pt" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["compare", "mo-search", "quickstart"])
+def test_whole_job_commands_refuse_torchrun(command, monkeypatch, capsys):
+    # torchrun sets WORLD_SIZE; these commands run whole trainings one after another
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    args = [command] if command == "quickstart" else [command, "quick"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "runs in one process" in err

@@ -49,6 +49,7 @@ def test_optuna_study_writes_buildable_pareto_genotypes(tmp_path):
         assert net.eval()(torch.randn(1, 3, 8, 8)).shape == (1, 3)
     assert (run / "trials.csv").read_text().count("\n") == 4
     assert (run / "pareto_params.png").stat().st_size > 1000
+    assert list(run.glob("events.out.tfevents.*")), "Pareto scatter for TensorBoard"
     study = optuna.load_study(study_name="mo", storage=storage_url(_cfg(run), run))
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE,
                                 optuna.study.StudyDirection.MINIMIZE,

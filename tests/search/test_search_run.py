@@ -42,6 +42,14 @@ def test_tiny_search_end_to_end(tmp_path: Path):
     for name in ("genotype.yaml", "genotype.txt", "genotype_normal.png", "genotype_reduce.png",
                  "alphas.png", "alphas.json", "metrics.csv", "config.yaml", "checkpoint.pt"):
         assert (run / name).stat().st_size > 0, name
+    # TensorBoard: every epoch's metrics and the α entropy/heatmap, next to metrics.csv
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
+    assert [e.step for e in events.Scalars("alpha_entropy/normal")] == [1, 2]
+    assert len(events.Images("alphas")) == 2
     genotype = load_genotype(run / "genotype.yaml").validate(steps=2)
     net = NetworkCIFAR(4, 3, 3, True, genotype)
     assert net.eval()(torch.randn(2, 3, 8, 8)).shape == (2, 3)
