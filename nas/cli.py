@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -315,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefer_passive_waiting()  # before torch loads OpenMP
     _setup_logging(args.verbose, args.quiet)
+    quiet_bars = args.quiet and "TQDM_DISABLE" not in os.environ
+    if quiet_bars:  # -q: no progress bars either (tqdm reads TQDM_DISABLE at each bar)
+        os.environ["TQDM_DISABLE"] = "1"
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -331,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if quiet_bars:
+            del os.environ["TQDM_DISABLE"]
 
 
 if __name__ == "__main__":  # pragma: no cover

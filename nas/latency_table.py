@@ -32,6 +32,7 @@ import datetime as _dt
 import json
 import logging
 import math
+import os
 import platform
 import random
 from collections.abc import Callable, Iterable
@@ -457,8 +458,9 @@ def build_table(
     part_ms: dict[PartKey, float] = {}
     torch.manual_seed(0)
     with torch.no_grad():
+        quiet = not progress or os.environ.get("TQDM_DISABLE") == "1"  # nas -q
         for key in tqdm(todo, desc=f"latency table ({device})", unit="op",
-                        disable=None if progress else True, leave=False):
+                        disable=True if quiet else None, leave=False):
             if isinstance(key, OpKey):
                 module, C_in = op_module(key.op, key.C, key.stride), key.C
             else:

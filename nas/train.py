@@ -14,6 +14,7 @@ from that checkpoint.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -189,7 +190,7 @@ def _epochs(job, run, start, epochs, log_interval, progress, desc, on_epoch, tb)
             job.batches(),
             total=job.num_batches(),
             desc=f"{desc} {epoch + 1}/{epochs}",
-            disable=not progress,
+            disable=not progress or os.environ.get("TQDM_DISABLE") == "1",  # nas -q
             leave=False,
             dynamic_ncols=True,
         )
