@@ -75,6 +75,13 @@ class PerTrialSeedSampler(BaseSampler):
         self.kind, self.seed, self.population_size = kind, seed, population_size
         self._by_trial: dict[int, BaseSampler] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray Tune pickles its searcher (and this sampler) at every checkpoint. The samplers
+        # of trials in flight stay out: Optuna >= 5.1's NSGA-II holds a threading lock and
+        # cannot be pickled, and their samples are drawn already; a restored run rebuilds
+        # one from the trial's seed for its ``after_trial`` (their state is in the storage).
+        return {**self.__dict__, "_by_trial": {}}
+
     def _build(self, number: int) -> BaseSampler:
         seed = trial_seed(self.seed, number)
         if self.kind == "nsga2":  # constraints: Trial.set_constraint, read from the storage

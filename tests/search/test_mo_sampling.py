@@ -77,3 +77,25 @@ def test_infeasible_trials_are_never_on_the_front(tmp_path):
     study = open_study(cfg, storage_url(cfg, tmp_path / "mo"))
     for t in study.get_trials(states=(TrialState.COMPLETE,)):  # what NSGA-II ranks by
         assert (t.constraints["params"] > 0) == (not t.user_attrs["feasible"])
+
+
+def test_sampler_pickles_with_trials_in_flight(monkeypatch):
+    # Ray Tune pickles its searcher, sampler included, at every checkpoint while trials run.
+    # Optuna 5.1's NSGA-II holds a threading lock: an in-flight trial's inner sampler must
+    # not be part of the pickle (this failed every Ray test on a fresh install).
+    import pickle
+    import threading
+
+    from nas.search.mo_optuna import PerTrialSeedSampler
+
+    class _Locked:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+    monkeypatch.setattr(PerTrialSeedSampler, "_build", lambda self, number: _Locked())
+    sampler = PerTrialSeedSampler("nsga2", seed=3, population_size=4)
+    trial = optuna.trial.create_trial(state=TrialState.RUNNING)
+    sampler._of(trial)  # a trial in flight holds its inner sampler
+    restored = pickle.loads(pickle.dumps(sampler))
+    assert (restored.kind, restored.seed, restored.population_size) == ("nsga2", 3, 4)
+    assert restored._by_trial == {} and sampler._by_trial  # the live one keeps it
