@@ -393,6 +393,21 @@ def apply_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
             setattr(args, key, value)
 
 
+def size_problem(
+    args: argparse.Namespace, positive: Sequence[str], non_negative: Sequence[str] = ("warmup",)
+) -> str | None:
+    """The shared argument check: ``positive`` at least 1, ``non_negative`` at least 0,
+    ``--threads`` (when given) at least 1, ``--layers`` (when present) at least 3."""
+    bad = [k for k in positive if getattr(args, k) < 1]
+    bad += [k for k in non_negative if getattr(args, k) < 0]
+    bad += ["threads"] if getattr(args, "threads", None) is not None and args.threads < 1 else []
+    if bad:
+        return f"must be positive: {', '.join(bad)}"
+    if getattr(args, "layers", None) is not None and args.layers < 3:
+        return f"--layers must be >= 3, got {args.layers}"
+    return None
+
+
 def apply_runtime(threads: int | None, device: torch.device) -> None:
     """``--threads`` for torch, and cuDNN autotuning on CUDA."""
     if threads is not None:

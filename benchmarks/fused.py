@@ -47,6 +47,7 @@ from _common import (
     pop_mem_methods,
     ratio,
     setup_run,
+    size_problem,
     step_fields,
     time_steps,
     write_results,
@@ -273,13 +274,9 @@ def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
     apply_defaults(args, defaults)
     if args.cases is None:
         args.cases = list(CASES)
-    bad = [k for k in ("batch", "steps", "image_size", "channels") if getattr(args, k) < 1]
-    bad += ["warmup"] if args.warmup < 0 else []
-    bad += ["threads"] if args.threads is not None and args.threads < 1 else []
-    if bad:
-        return f"must be positive: {', '.join(bad)}"
-    if args.layers < 3:
-        return f"--layers must be >= 3, got {args.layers}"
+    problem = size_problem(args, ("batch", "steps", "image_size", "channels"))
+    if problem:
+        return problem
     uneven = [c for c in args.cases if args.channels % CASES[c].partial_k]
     if uneven:
         return f"--channels {args.channels} is not divisible by the K of {uneven[0]}"

@@ -59,6 +59,8 @@ from _common import (
     free_device_memory,
     loadavg_1m,
     peak_memory,
+    setup_run,
+    size_problem,
     synchronize,
     write_results,
 )
@@ -400,14 +402,9 @@ def check_args(args: argparse.Namespace, device: torch.device) -> str | None:
     lacking = [n for n in args.cases if not given[CASES[n].peer]]
     if lacking:
         return f"case {lacking[0]} needs --{CASES[lacking[0]].peer}-dir"
-    bad = [k for k in ("batch", "image_size", "channels", "rounds", "steps")
-           if getattr(args, k) < 1]
-    bad += ["warmup"] if args.warmup < 0 else []
-    bad += ["threads"] if args.threads is not None and args.threads < 1 else []
-    if bad:
-        return f"must be positive: {', '.join(bad)}"
-    if args.layers < 3:
-        return f"--layers must be >= 3, got {args.layers}"
+    problem = size_problem(args, ("batch", "image_size", "channels", "rounds", "steps"))
+    if problem:
+        return problem
     if args.channels % 4:
         return f"--channels must be divisible by 4 (PC-DARTS K=4), got {args.channels}"
     return None
@@ -416,23 +413,16 @@ def check_args(args: argparse.Namespace, device: torch.device) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 2 on bad input, 1 if a case failed."""
     args = parse_args(argv)
+    device = setup_run(args, check_args)  # device, arguments, threads, cuDNN autotuning
+    if device is None:
+        return 2
     try:
-        device = torch.device(args.device if args.device != "auto" else
-                              ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda but CUDA is not available")
-        problem = check_args(args, device)
         peers = {k: load_peer(d, k) for k, d in
                  (("darts", args.darts_dir), ("pcdarts", args.pcdarts_dir)) if d}
-    except (ValueError, FileNotFoundError, ImportError, SyntaxError) as err:
+    except (FileNotFoundError, ImportError, SyntaxError) as err:
         problem = f"{type(err).__name__}: {err}" if isinstance(err, ImportError) else str(err)
-    if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     load_start = loadavg_1m()
     rows, failures = [], []
     for name in args.cases:

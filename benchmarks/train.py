@@ -52,6 +52,7 @@ from _common import (
     peak_memory,
     pop_mem_methods,
     setup_run,
+    size_problem,
     step_fields,
     time_steps,
     write_results,
@@ -362,14 +363,10 @@ def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
     """Fill unset arguments; returns an error message for invalid values."""
     defaults = QUICK if args.quick else DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
     apply_defaults(args, defaults)
-    bad = [k for k in ("batch", "channels", "steps", "image_size") if getattr(args, k) < 1]
-    bad += ["threads"] if args.threads is not None and args.threads < 1 else []
-    bad += ["warmup"] if args.warmup < 0 else []
-    bad += ["workers"] if args.workers < 0 else []
-    if bad:
-        return f"must be positive: {', '.join(bad)}"
-    if args.layers < 3:
-        return f"--layers must be >= 3, got {args.layers}"
+    problem = size_problem(args, ("batch", "channels", "steps", "image_size"),
+                           ("warmup", "workers"))
+    if problem:
+        return problem
     return None
 
 
