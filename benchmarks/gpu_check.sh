@@ -10,7 +10,7 @@
 #   ops       operator benchmark, bf16 autocast, C=36/64
 #   fused     supernet steps: reference MixedOp vs fused vs fused+compile
 #   peers     official DARTS / PC-DARTS against ours, batch 64 (when the checkouts are given)
-#   train     DARTS_V2 retraining: ours (bf16 + channels_last + compile) vs a DataLoader fp32 loop
+#   train     DARTS_V2 retraining: ours (bf16; plain, and channels_last + compile) vs a DataLoader fp32 loop
 #   e2e       1-epoch search (13-op space, K=4, CIFAR-shaped synthetic data, 25k+25k images) and
 #             a 1-epoch retrain, both bf16 + compile: wall times give the 50-epoch estimate
 # OUT/summary.json lists each step's status, seconds and log file.
@@ -61,7 +61,7 @@ install() {
   $PY -m pip install -q --no-deps --no-build-isolation -e . || return 1
   $PY -c "import nas, nas.search, nas.evaluate; print('nas', nas.__version__)"
 }
-step install 45 install
+step install 35 install
 
 step tests 45 $PY -m pytest -q -m gpu -p no:cacheprovider tests
 step ops 40 $PY benchmarks/ops.py --device cuda --amp --channels 36 64 --sizes 32 16 \
@@ -74,7 +74,8 @@ PEER_ARGS=()
 if [ ${#PEER_ARGS[@]} -gt 0 ]; then
   step peers 60 $PY benchmarks/peers.py --device cuda --amp "${PEER_ARGS[@]}" --out "$OUT"
 fi
-step train 50 $PY benchmarks/train.py --device cuda --channels-last --compile --out "$OUT"
+step train 60 $PY benchmarks/train.py --device cuda --variants plain channels_last+compile \
+  --steps 30 --warmup 5 --out "$OUT"
 
 SYNTH="data.name=synthetic data.options.num_samples=50000 data.options.image_size=32"
 SYNTH="$SYNTH data.options.channels=3 data.options.num_classes=10 runtime.progress=false"

@@ -241,7 +241,7 @@ class OurLoop:
     def __init__(self, case: PeerCase, args, device, run_dir: str) -> None:
         order = "first" if case.order == "weight" else case.order
         job_case = Case(case.name, case.space, case.partial_k, case.edge_norm, order)
-        job_args = argparse.Namespace(**{**vars(args), "channels_last": False})
+        job_args = argparse.Namespace(**{**vars(args), "channels_last": args.channels_last})
         torch.manual_seed(0)
         self.job = build_job(job_case, "fused+compile" if args.compile else "fused",
                              job_args, device, run_dir)
@@ -362,7 +362,8 @@ def _fields(case: PeerCase, args, device) -> dict[str, Any]:
         "order": case.order,
         "batch": args.batch,
         "device": device.type,
-        "ours_dtype": ("bf16-autocast" if amp else "fp32") + ("+compile" if args.compile else ""),
+        "ours_dtype": ("bf16-autocast" if amp else "fp32") + ("+compile" if args.compile else "")
+        + ("+channels_last" if args.channels_last else ""),
         "threads": None,
         "rounds": args.rounds,
         **{k: None for k in MEASURED},
@@ -387,6 +388,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="untimed steps per side first (CUDA 3, CPU 1)")
     p.add_argument("--amp", action="store_true", help="ours: bf16 autocast (CUDA only)")
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the supernet")
+    p.add_argument("--channels-last", action="store_true",
+                   help="ours: channels_last supernet (runtime.channels_last); the batches "
+                   "both sides get stay NCHW-contiguous")
     add_threads_arg(p)
     add_quick_out_args(p)
     return p.parse_args(argv)

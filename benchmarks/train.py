@@ -113,11 +113,23 @@ class Loop(LoopLabels):
     compile: bool
 
 
+#: ``--variants`` names: (channels_last, compile) of each variant of our loop
+VARIANTS = {
+    "plain": (False, False),
+    "channels_last": (True, False),
+    "compile": (False, True),
+    "channels_last+compile": (True, True),
+}
+
+
 def loops_from(args: argparse.Namespace) -> list[Loop]:
-    """Reference first (as in ops.py and search.py), then ours."""
-    return [
-        Loop("reference", "torchvision", False, False, False),
-        Loop("ours", "batchloader", True, args.channels_last, args.compile),
+    """Reference first (as in ops.py and search.py), then ours: one loop, or one per
+    ``--variants`` name, measured one after another in the same run."""
+    reference = Loop("reference", "torchvision", False, False, False)
+    if not args.variants:
+        return [reference, Loop("ours", "batchloader", True, args.channels_last, args.compile)]
+    return [reference] + [
+        Loop(f"ours[{name}]", "batchloader", True, *VARIANTS[name]) for name in args.variants
     ]
 
 
@@ -355,6 +367,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_threads_arg(p)
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the network")
     add_loop_args(p)
+    p.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=None,
+        help="time several settings of ours in one run (replaces --compile/--channels-last)",
+    )
     add_quick_out_args(p)
     return p.parse_args(argv)
 
@@ -367,6 +383,8 @@ def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
                            ("warmup", "workers"))
     if problem:
         return problem
+    if args.variants and (args.compile or args.channels_last):
+        return "--variants replaces --compile and --channels-last: give one or the other"
     return None
 
 
@@ -451,7 +469,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cpu":
         notes.append("on CPU both loops run fp32 on the same network, so memory ratios near "
                      "1 are expected; the CUDA table is the one that shows bf16's effect")
-    if ours.compile and args.warmup < 1:
+    if len(loops) > 2:
+        notes[2] += "; variants: " + ", ".join(
+            f"{loop.name} (channels_last {loop.channels_last}, compile {loop.compile})"
+            for loop in loops[1:])
+    if any(loop.compile for loop in loops) and args.warmup < 1:
         notes.append("torch.compile with no warm-up step: compilation is inside the timed block")
         print(f"warning: {notes[-1]}", file=sys.stderr)
     add_busy_cpu_note(notes, device, meta)

@@ -72,6 +72,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nas.search.darts import SearchConfig, run_search
 
     cfg = load_config(SearchConfig, resolve_config(args.config, "search"), args.overrides)
+    if cfg.seeds:  # one search per seed (single process), then the summary
+        from nas.search.seeds import multi_seed_dir, run_search_seeds
+
+        for result in run_search_seeds(cfg):
+            print(result.run_dir / "genotype.yaml")
+        print(multi_seed_dir(cfg) / "summary.md")
+        return 0
     result = run_search(cfg)  # logs the genotype; stdout gets its file, for scripts
     from nas.distributed import is_main_process
 
@@ -264,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nas.latency_table import add_latency_table_parser  # torch-free import
 
     add_latency_table_parser(sub)
+    from nas.report import add_report_parser  # torch-free import
+
+    add_report_parser(sub)
     _add(sub, "train", cmd_train, "retrain a genotype (DARTS evaluation recipe by default)")
     p = sub.add_parser("deploy", help="convert a trained run to deploy form, verify, measure")
     p.add_argument("config", metavar="RUN", help="a finished `nas train` run folder")

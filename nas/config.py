@@ -269,7 +269,10 @@ class RuntimeConfig:
     seed: int = 0
     deterministic: bool = False
     amp: bool = True
-    channels_last: bool = False
+    # None: the layout measured faster for the job (benchmarks/train.py --variants,
+    # benchmarks/fused.py, benchmarks/peers.py): channels_last for retraining on CPU;
+    # NCHW for searches, and on CUDA until measured there (gpu_check.sh times both).
+    channels_last: bool | None = None
     compile: bool = False
     progress: bool = True
     log_interval: int = 20
@@ -279,6 +282,14 @@ class RuntimeConfig:
     sync_bn: bool = False
     tensorboard: bool = True  # TensorBoard event files in the run folder (nas.tensorboard)
     dist_timeout: float = 1800.0  # seconds
+
+    def use_channels_last(self, device: Any, cpu_default: bool = False) -> bool:
+        """``channels_last`` resolved for a ``torch.device`` or name: unset, it is
+        ``cpu_default`` on CPU (the job's measured faster layout) and off elsewhere."""
+        if self.channels_last is not None:
+            return self.channels_last
+        kind = getattr(device, "type", None) or str(device).split(":")[0]
+        return cpu_default and kind == "cpu"
 
     def validate(self) -> None:
         if self.threads is not None and self.threads < 1:

@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import platform
-import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from nas.errors import ConfigError
 from nas.genotype import Genotype
 from nas.run import atomic_write_text
+from nas.spaces import random_genotype  # re-exported: moved to nas.spaces
 
 # torch is imported where it is used: `nas` parses its arguments before torch loads
 if TYPE_CHECKING:
@@ -471,23 +471,6 @@ def build_table(
             else:
                 part_ms[key] = ms
     return LatencyTable(meta, op_ms, part_ms)
-
-
-# --- random genotypes -------------------------------------------------------------------
-
-
-def random_genotype(space: SearchSpace, rng: random.Random) -> Genotype:
-    """A uniformly drawn valid genotype of ``space``, as ``genotype`` trials sample them:
-    per node two distinct inputs, each with an op other than ``none``."""
-    ops = [op for op in space.ops if op != "none"]
-    cells = []
-    for _ in range(2):
-        edges = []
-        for node in range(space.steps):
-            first, second = sorted(rng.sample(range(node + 2), 2))
-            edges += [(rng.choice(ops), first), (rng.choice(ops), second)]
-        cells.append(edges)
-    return Genotype(cells[0], space.concat, cells[1], space.concat).validate(steps=space.steps)
 
 
 # --- command line -----------------------------------------------------------------------

@@ -17,12 +17,21 @@ from nas.ops.darts import FactorizedReduce, Identity, ReLUConvBN
 __all__ = ["NetworkCIFAR", "Cell", "AuxiliaryHeadCIFAR", "drop_path"]
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples of a branch with probability ``drop_prob`` (rescaling the rest)."""
-    if drop_prob <= 0.0:
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
+    """Zero whole samples of a branch with probability ``drop_prob`` (rescaling the rest).
+
+    A 0-dim tensor ``drop_prob`` (what a compiled network passes) always draws the mask: at
+    probability 0 it is all ones and the branch passes unchanged.
+    """
+    if not isinstance(drop_prob, torch.Tensor) and drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
+    if isinstance(keep, torch.Tensor):
+        mask.copy_(keep.to(x.dtype).expand_as(mask)).bernoulli_(mask)
+        keep = keep.to(x.dtype)
+    else:
+        mask.bernoulli_(keep)
     return x * mask / keep
 
 
@@ -55,14 +64,17 @@ class Cell(nn.Module):
             OPS[name](C, 2 if reduction and index < 2 else 1, True) for name, index in edges
         )
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor
+    ) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for i in range(self._steps):
             branches = []
             for j in (2 * i, 2 * i + 1):
                 op = self._ops[j]
                 h = op(states[self._indices[j]])
-                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
+                active = isinstance(drop_prob, torch.Tensor) or drop_prob > 0.0
+                if self.training and active and not isinstance(op, Identity):
                     h = drop_path(h, drop_prob)
                 branches.append(h)
             states.append(branches[0] + branches[1])
@@ -98,6 +110,10 @@ class NetworkCIFAR(nn.Module):
 
     ``forward`` returns the logits; in training mode with ``auxiliary=True`` it returns
     ``(logits, aux_logits)``. Set ``drop_path_prob`` (the training loop ramps it).
+
+    Under ``torch.compile`` the probability reaches the cells as a 0-dim buffer, not a
+    Python float: a float is a constant of the compiled graph, so each epoch's new value
+    would recompile it, and after dynamo's recompile limit the network would run eagerly.
     """
 
     def __init__(
@@ -113,6 +129,7 @@ class NetworkCIFAR(nn.Module):
         super().__init__()
         self._layers = layers
         self._auxiliary = auxiliary
+        self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
         self.drop_path_prob = 0.0
         self.genotype = genotype
         C_curr = stem_multiplier * C
@@ -138,11 +155,22 @@ class NetworkCIFAR(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 
+    @property
+    def drop_path_prob(self) -> float:
+        return self._drop_path_prob
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, value: float) -> None:
+        self._drop_path_prob = float(value)
+        with torch.no_grad():
+            self._drop_prob.fill_(self._drop_path_prob)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         logits_aux = None
+        drop_prob = self._drop_prob if torch.compiler.is_compiling() else self.drop_path_prob
         s0 = s1 = self.stem(x)
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, drop_prob)
             if i == self._aux_pos and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(torch.flatten(self.global_pooling(s1), 1))

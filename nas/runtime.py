@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from nas import distributed
 from nas.config import DataConfig, RuntimeConfig
@@ -19,7 +21,7 @@ from nas.threads import ThreadPlan, configure_threads
 
 __all__ = [
     "autocast", "open_run", "default_run_dir", "load_splits", "make_loader", "resolve_device",
-    "setup_threads", "reset_peak_memory", "peak_memory_mb",
+    "setup_threads", "reset_peak_memory", "peak_memory_mb", "compile_module",
 ]
 
 log = logging.getLogger("nas")
@@ -111,6 +113,7 @@ def make_loader(
     train: bool,
     cutout: int | None = None,
     seed_offset: int = 0,
+    channels_last: bool = False,
 ) -> BatchLoader:
     """A device-resident loader: augmented when ``train``, plain and ordered otherwise.
 
@@ -131,7 +134,7 @@ def make_loader(
         drop_last=False,
         device=device,
         seed=runtime.seed + seed_offset,
-        channels_last=runtime.channels_last,
+        channels_last=channels_last,
         rank=world.rank,
         world_size=world.size,
     )
@@ -184,3 +187,34 @@ def peak_memory_mb(device: torch.device) -> float:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _cpu_compiler_missing() -> str | None:
+    """Why inductor cannot build CPU kernels here, or None when a C++ compiler exists."""
+    try:
+        from torch._inductor import config as inductor_config
+    except Exception as err:  # a torch build without inductor
+        return f"inductor unavailable ({type(err).__name__}: {err})"
+    candidates = inductor_config.cpp.cxx
+    names = candidates if isinstance(candidates, (tuple, list)) else (candidates,)
+    if any(name and shutil.which(name) for name in names):
+        return None
+    return f"no C++ compiler found (tried {', '.join(str(n) for n in names if n)})"
+
+
+def compile_module(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
+    """``module.compile()`` in place when ``enabled`` and the backend can run here.
+
+    Compiling in place means every call of ``module`` (the architect's, the weight step's,
+    ``functional_call``'s and evaluation's) runs compiled code. On CPU inductor needs a C++
+    compiler; without one this logs a single line and leaves the module eager.
+    """
+    if not enabled:
+        return module
+    if device.type == "cpu":
+        missing = _cpu_compiler_missing()
+        if missing is not None:
+            log.warning("runtime.compile: %s; running eagerly", missing)
+            return module
+    module.compile()
+    return module

@@ -1,6 +1,7 @@
 """Search strategies: DARTS bilevel supernet, Optuna multi-objective, Ray Tune runner."""
 
 from nas.search.darts import Architect, SearchConfig, SearchJob, run_search
+from nas.search.seeds import run_search_seeds, summarize_seeds
 from nas.search.supernet import MixedOp, SearchCell, Supernet, derive_cell
 
 __all__ = [
@@ -12,4 +13,6 @@ __all__ = [
     "Supernet",
     "derive_cell",
     "run_search",
+    "run_search_seeds",
+    "summarize_seeds",
 ]

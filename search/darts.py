@@ -145,11 +145,20 @@ class SearchConfig:
     # e.g. for an MO trial that scores the derived genotype on it afterwards.
     holdout: float | None = None
     holdout_seed: int = 0
+    # Several independent searches, one per seed, in <run>/seed<N>/ plus a summary
+    # (nas.search.seeds.run_search_seeds); runtime.seed is then ignored.
+    seeds: list[int] | None = None
 
     def validate(self) -> None:
         self.space.build()  # unknown ops -> ConfigError now, not mid-run
         if self.holdout is not None and not 0.0 < self.holdout < 1.0:
             raise ConfigError(f"holdout must be in (0, 1) or null, got {self.holdout}")
+        if self.seeds is not None:
+            seeds = self.seeds
+            if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+                raise ConfigError(
+                    f"seeds must be a non-empty list of distinct integers >= 0 or null, got {seeds}"
+                )
 
 
 def _grads_or_zeros(grads, params):
@@ -316,11 +325,16 @@ class SearchJob:
             train_full, _ = holdout_split(train_full, cfg.holdout, cfg.holdout_seed)
         setup_threads(cfg.runtime)  # after the data: a bad dataset fails before any warning
         train, val = search_split(train_full, cfg.data.portion, seed=cfg.runtime.seed)
-        self.train_loader = make_loader(train, cfg.data, cfg.runtime, self.device, train=True)
+        # NCHW unless asked: channels_last made the 13-op step slower on CPU (benchmarks/peers.py)
+        self.channels_last = cfg.runtime.use_channels_last(self.device, cpu_default=False)
+        layout = {"channels_last": self.channels_last}
+        self.train_loader = make_loader(train, cfg.data, cfg.runtime, self.device, train=True,
+                                        **layout)
         self.val_loader = make_loader(
-            val, cfg.data, cfg.runtime, self.device, train=True, seed_offset=1
+            val, cfg.data, cfg.runtime, self.device, train=True, seed_offset=1, **layout
         )
-        self.eval_loader = make_loader(val, cfg.data, cfg.runtime, self.device, train=False)
+        self.eval_loader = make_loader(val, cfg.data, cfg.runtime, self.device, train=False,
+                                       **layout)
         self.space = cfg.space.build()
         C, H, W = train_full.shape
         self.model = Supernet(
@@ -334,7 +348,7 @@ class SearchJob:
             edge_norm=cfg.model.edge_norm,
             fused=cfg.model.fused,
         ).to(self.device)
-        if cfg.runtime.channels_last:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.world.distributed:
             self.model = distributed.convert_sync_batchnorm(
@@ -519,6 +533,9 @@ def run_search(cfg: SearchConfig) -> SearchResult:
     Under torchrun every rank runs the search on its shard of the data and rank 0 alone
     writes the run folder; every rank returns the same result.
     """
+    if cfg.seeds:
+        raise ConfigError("seeds: several seeds run through nas.search.run_search_seeds "
+                          "(nas search CONFIG seeds=[...]), not run_search")
     device = check_device(cfg.runtime.device)
     with (distributed.session(device, cfg.runtime.dist_timeout),
           open_run(cfg.name, cfg.run_dir, "search") as run):

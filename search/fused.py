@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import shutil
 from typing import TYPE_CHECKING
 
 import torch
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.ops.osep import channel_shuffle
+from nas.runtime import compile_module  # shared with retraining; re-exported here
 
 from .fused_ops import StateCache, Stream, batched_op, is_batchable
 
@@ -233,36 +233,3 @@ def fused_cell_forward(
     states.append(nodes.value(plan.steps - 1))
     return torch.cat(states[-plan.multiplier :], dim=1)
 
-
-# --- torch.compile ------------------------------------------------------------------------
-
-
-def _cpu_compiler_missing() -> str | None:
-    """Why inductor cannot build CPU kernels here, or None when a C++ compiler exists."""
-    try:
-        from torch._inductor import config as inductor_config
-    except Exception as err:  # a torch build without inductor
-        return f"inductor unavailable ({type(err).__name__}: {err})"
-    candidates = inductor_config.cpp.cxx
-    names = candidates if isinstance(candidates, (tuple, list)) else (candidates,)
-    if any(name and shutil.which(name) for name in names):
-        return None
-    return f"no C++ compiler found (tried {', '.join(str(n) for n in names if n)})"
-
-
-def compile_module(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
-    """``module.compile()`` in place when ``enabled`` and the backend can run here.
-
-    Compiling in place means every call of ``module`` (the architect's, the weight step's,
-    ``functional_call``'s and evaluation's) runs compiled code. On CPU inductor needs a C++
-    compiler; without one this logs a single line and leaves the module eager.
-    """
-    if not enabled:
-        return module
-    if device.type == "cpu":
-        missing = _cpu_compiler_missing()
-        if missing is not None:
-            log.warning("runtime.compile: %s; running eagerly", missing)
-            return module
-    module.compile()
-    return module

@@ -7,12 +7,17 @@ per node at derivation, the last ``multiplier`` nodes concatenated).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from nas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nas.genotype import Genotype
 
 __all__ = [
     "SearchSpace",
@@ -21,6 +26,7 @@ __all__ = [
     "NAMED_SPACES",
     "get_space",
     "list_spaces",
+    "random_genotype",
 ]
 
 DARTS_PRIMITIVES: tuple[str, ...] = (
@@ -126,3 +132,23 @@ def get_space(
     raise ConfigError(
         f"unknown space {name!r}; known: {', '.join(list_spaces())}, or a YAML file, or space.ops"
     )
+
+
+def random_genotype(space: SearchSpace, rng: random.Random) -> Genotype:
+    """A uniformly drawn valid genotype of ``space`` (a random-architecture baseline).
+
+    It obeys the rules a derived genotype obeys: per node two distinct inputs, each edge
+    with an op of the space other than ``none``. Draws come only from ``rng``, so a seeded
+    ``random.Random`` gives the same genotypes on every machine.
+    """
+    from nas.genotype import Genotype  # late: keeps `nas.spaces` light
+
+    ops = [op for op in space.ops if op != "none"]
+    cells = []
+    for _ in range(2):
+        edges = []
+        for node in range(space.steps):
+            first, second = sorted(rng.sample(range(node + 2), 2))
+            edges += [(rng.choice(ops), first), (rng.choice(ops), second)]
+        cells.append(edges)
+    return Genotype(cells[0], space.concat, cells[1], space.concat).validate(steps=space.steps)

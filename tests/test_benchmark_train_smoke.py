@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _bench_helpers import quick_run
+from _bench_helpers import quick_run, run_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,16 @@ def test_metadata_and_markdown(quick_result: tuple[dict, Path]) -> None:
     assert meta["params"]["ours"] == meta["params"]["reference"] > 0
     table = (out / "train.md").read_text()
     assert "| loop | batch | device |" in table and "settings:" in table
+
+
+def test_variants_one_row_each(tmp_path: Path) -> None:
+    """--variants times several settings of ours in one run, after the same reference."""
+    data, _ = quick_run("train", tmp_path, "--variants", "plain", "channels_last")
+    rows = {r["loop"]: r for r in data["rows"]}
+    assert list(rows) == ["reference", "ours[plain]", "ours[channels_last]"]
+    assert rows["ours[plain]"]["channels_last"] is False
+    assert rows["ours[channels_last]"]["channels_last"] is True
+    for r in rows.values():
+        assert r["status"] == "ok" and r["images_per_s"] > 0 and r["speedup_vs_ref"] > 0
+    bad = run_benchmark("train", "--quick", "--variants", "plain", "--compile")
+    assert bad.returncode == 2 and "--variants replaces" in bad.stderr

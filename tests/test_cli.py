@@ -14,7 +14,7 @@ from nas.cli import build_parser, main
 def test_all_commands_present():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert {"search", "mo-search", "train", "deploy", "compare", "plot", "quickstart",
-            "export", "latency-table"} <= set(sub.choices)
+            "export", "latency-table", "report"} <= set(sub.choices)
     assert main(["latency-table", "no-such-config"]) == 2
 
 

@@ -66,3 +66,39 @@ def test_all_paper_ops_network_backward(all_paper_ops):
     (logits.sum() + 0.4 * aux.sum()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, missing[:5]
+
+
+def test_compiled_network_keeps_one_graph_as_drop_path_ramps(darts_v2):
+    """The retraining loop sets a new drop-path probability every epoch; compiled, that must
+    not recompile (after dynamo's recompile limit the network would silently run eagerly)."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch.manual_seed(0)
+    net = NetworkCIFAR(4, 10, 3, auxiliary=False, genotype=darts_v2).train()
+    counter = CompileCounter()
+    compiled = torch.compile(net, backend=counter)
+    x = torch.randn(4, 3, 8, 8)
+    for epoch in range(10):
+        net.drop_path_prob = 0.2 * epoch / 10
+        compiled(x).sum().backward()
+    assert counter.frame_count == 1
+
+
+def test_compiled_drop_path_matches_eager(darts_v2):
+    """The compiled path passes the probability as a tensor: at 0 the branch is unchanged,
+    and at p the kept share of samples is about 1 - p, rescaled by 1 / (1 - p)."""
+    from nas.network import drop_path
+
+    torch.manual_seed(0)
+    x = torch.randn(4000, 2, 3, 3)
+    assert torch.equal(drop_path(x, torch.tensor(0.0)), x)
+    out = drop_path(x, torch.tensor(0.3))
+    kept = (out != 0).flatten(1).all(1)
+    assert abs(kept.float().mean().item() - 0.7) < 0.03
+    torch.testing.assert_close(out[kept], x[kept] / 0.7)
+    assert torch.equal(out[~kept], torch.zeros_like(out[~kept]))
+    net = NetworkCIFAR(4, 10, 3, auxiliary=False, genotype=darts_v2).eval()
+    net.drop_path_prob = 0.3  # eval: no drop path, compiled or not
+    compiled = torch.compile(net, backend="eager")
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(compiled(x), net(x))

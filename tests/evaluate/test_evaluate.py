@@ -154,3 +154,50 @@ def test_training_killed_mid_epoch_resumes(tmp_path):
     epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [0, 1, 2, 3]
     assert json.loads((run / "result.json").read_text())["test_acc"] is not None
+
+
+def test_runtime_compile_compiles_retraining_in_place(tmp_path, monkeypatch, caplog):
+    """runtime.compile compiles the network itself (so evaluation runs compiled too), and
+    falls back to eager with one warning where inductor has no C++ compiler."""
+    import logging
+
+    from nas import runtime
+
+    monkeypatch.setattr(runtime, "_cpu_compiler_missing", lambda: None)
+    job = TrainJob(_train_cfg(tmp_path / "a", "runtime.compile=true"))
+    assert job.forward is job.model and job.model._compiled_call_impl is not None
+    monkeypatch.setattr(runtime, "_cpu_compiler_missing", lambda: "no C++ compiler found")
+    with caplog.at_level(logging.WARNING, logger="nas"):
+        job = TrainJob(_train_cfg(tmp_path / "b", "runtime.compile=true"))
+    assert job.model._compiled_call_impl is None
+    assert "runtime.compile: no C++ compiler found; running eagerly" in caplog.messages
+
+
+def test_channels_last_default_is_cpu_retraining_only(tmp_path):
+    """runtime.channels_last unset: on for retraining on CPU (measured faster there), off
+    for searches and on CUDA; an explicit value wins. Network and batches follow it."""
+    from nas.config import RuntimeConfig
+    from nas.run import RunDir
+    from nas.search.darts import SearchConfig, SearchJob
+
+    assert RuntimeConfig().use_channels_last("cpu", cpu_default=True) is True
+    assert RuntimeConfig().use_channels_last("cpu") is False
+    assert RuntimeConfig().use_channels_last("cuda:0", cpu_default=True) is False
+    assert RuntimeConfig(channels_last=False).use_channels_last("cpu", True) is False
+    assert RuntimeConfig(channels_last=True).use_channels_last("cuda") is True
+
+    def layout(job, x):
+        weight = job.model.stem[0].weight
+        cl = weight.is_contiguous(memory_format=torch.channels_last)
+        assert (x.is_contiguous(memory_format=torch.channels_last)
+                and not x.is_contiguous()) is cl
+        return cl
+
+    for extra, expected in (((), True), (("runtime.channels_last=false",), False)):
+        job = TrainJob(_train_cfg(tmp_path / str(expected), *extra))
+        assert layout(job, next(iter(job.batches()))[0]) is expected
+    for extra, expected in (((), False), (("runtime.channels_last=true",), True)):
+        cfg = load_config(SearchConfig, None, [*DATA, "model.layers=3",
+                                               "model.init_channels=4", *extra])
+        job = SearchJob(cfg, RunDir(tmp_path / f"s{expected}"))
+        assert layout(job, next(iter(job.batches()))[0]) is expected

@@ -106,6 +106,24 @@ def test_forward_backward_match_reference(space, k, edge_norm, dtype):
 
 @pytest.mark.parametrize("k,edge_norm", PARTIAL, ids=["K1", "K4-edgenorm"])
 @pytest.mark.parametrize("space", SPACES)
+def test_channels_last_fused_matches_contiguous_reference(space, k, edge_norm):
+    """channels_last (runtime.channels_last=true) runs other kernels on the same
+    function: fp32 outputs and gradients equal the NCHW reference path's."""
+    ref, fus = _pair(space, k, edge_norm)
+    fus = fus.to(memory_format=torch.channels_last)
+    x, y = _batch()
+    outs = []
+    for model, inp in ((ref, x), (fus, x.contiguous(memory_format=torch.channels_last))):
+        out = model(inp)
+        F.cross_entropy(out, y).backward()
+        outs.append(out)
+    _close(outs[1], outs[0], 5e-5, "logits")
+    _assert_same_grads(ref, fus, 5e-5)
+    _assert_same_buffers(ref, fus, 5e-5)
+
+
+@pytest.mark.parametrize("k,edge_norm", PARTIAL, ids=["K1", "K4-edgenorm"])
+@pytest.mark.parametrize("space", SPACES)
 def test_eval_mode_matches_after_training_steps(space, k, edge_norm):
     """Running statistics updated by fused training steps give the reference's eval output.
 
@@ -240,7 +258,9 @@ def test_pointwise_matches_conv(groups):
 
 def test_compile_falls_back_without_compiler(monkeypatch, caplog):
     model = torch.nn.Linear(2, 2)
-    monkeypatch.setattr(fused, "_cpu_compiler_missing", lambda: "no C++ compiler found (tried x)")
+    from nas import runtime
+
+    monkeypatch.setattr(runtime, "_cpu_compiler_missing", lambda: "no C++ compiler found (tried x)")
     with caplog.at_level(logging.WARNING, logger="nas"):
         out = fused.compile_module(model, torch.device("cpu"))
     assert out is model and model._compiled_call_impl is None
@@ -252,7 +272,9 @@ def test_compile_falls_back_without_compiler(monkeypatch, caplog):
 def test_compiled_fused_supernet_matches_reference():
     """Inductor on CPU: a compiled fused supernet (tiny, to keep compilation short) gives the
     reference's outputs and gradients, without graph breaks."""
-    if fused._cpu_compiler_missing() is not None:
+    from nas.runtime import _cpu_compiler_missing
+
+    if _cpu_compiler_missing() is not None:
         pytest.skip("no C++ compiler for inductor")
     import torch._dynamo
 

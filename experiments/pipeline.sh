@@ -1,0 +1,74 @@
+# The experiment pipeline both experiments/<name>/run.sh scripts source (not run directly):
+# searches (3 seeds + 1 cost-aware) -> compare (searched, baselines, random cells, 3
+# training seeds) -> report; then the committable results are copied out of the runs.
+#
+# Inputs (set by run.sh): HERE (the experiment folder with search.yaml, search_cost.yaml,
+# compare.yaml), RUNS, RESULTS, NAS, SEARCH_ARGS / COMPARE_ARGS (arrays of overrides),
+# PART_SECONDS (0: no limit; else stop cleanly after that many seconds, status 3, and
+# resume on the next call: every step reuses finished work).
+
+mkdir -p "$RUNS" "$RESULTS"
+NAS_BIN="$(command -v "$NAS")" || { echo "no $NAS command: pip install -e . first" >&2; exit 2; }
+PYTHON="${PYTHON:-$(dirname "$NAS_BIN")/python}"  # the interpreter nas runs in
+[[ -x "$PYTHON" ]] || PYTHON=python3
+COMMANDS="$RESULTS/commands.txt"
+TIMES="$RESULTS/wall_times.tsv"
+START=$SECONDS
+[[ -f "$TIMES" ]] || printf 'step\tseconds\tstatus\n' > "$TIMES"
+
+step() {  # step NAME CMD...: run within what is left of the part, log command and time
+  local name="$1"; shift
+  echo "$*" >> "$COMMANDS"
+  local t0=$SECONDS rc=0
+  if (( PART_SECONDS > 0 )); then
+    local left=$(( PART_SECONDS - (SECONDS - START) ))
+    if (( left < 30 )); then
+      echo "part time used up before $name: run the same command again to go on"; exit 3
+    fi
+    timeout -s TERM -k 60 "$left" "$@" || rc=$?
+  else
+    "$@" || rc=$?
+  fi
+  printf '%s\t%d\t%s\n' "$name" $((SECONDS - t0)) "$rc" >> "$TIMES"
+  if (( rc == 124 || rc == 143 )); then
+    echo "part time used up during $name (checkpointed): run the same command again to go on"
+    exit 3
+  fi
+  (( rc == 0 )) || { echo "step $name failed with status $rc" >&2; exit "$rc"; }
+}
+
+{  # the machine, best effort: a missing tool must not stop the experiment
+  set +e
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "git: $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | xargs)"
+  echo "cores: $(nproc 2>/dev/null)"
+  echo "memory: $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null)"
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
+  "$PYTHON" -c 'import platform, torch; print("python:", platform.python_version()); print("torch:", torch.__version__, "threads:", torch.get_num_threads())'
+  echo "overrides: ${SEARCH_ARGS[*]} | ${COMPARE_ARGS[*]}"
+  set -e
+} >> "$RESULTS/machine.txt"
+
+step search_seeds "$NAS" -q search "$HERE/search.yaml" "seeds=[0,1,2]" \
+  "run_dir=$RUNS/search" "${SEARCH_ARGS[@]}"
+step search_cost "$NAS" -q search "$HERE/search_cost.yaml" \
+  "run_dir=$RUNS/search_cost" "${SEARCH_ARGS[@]}"
+sed -e "s#@SEARCH@#$RUNS/search#" -e "s#@SEARCH_COST@#$RUNS/search_cost#" \
+  "$HERE/compare.yaml" > "$RUNS/compare.yaml"
+step compare "$NAS" -q compare "$RUNS/compare.yaml" "run_dir=$RUNS/compare" "${COMPARE_ARGS[@]}"
+step report "$NAS" -q report "$RUNS/compare" --out "$RESULTS/report.html"
+
+# What to commit: small text and images, no checkpoints.
+cp "$RUNS/compare/compare.md" "$RUNS/compare/compare.csv" "$RUNS/compare"/pareto_*.png "$RESULTS/"
+cp "$RUNS/search/summary.md" "$RUNS/search/summary.json" "$RESULTS/"
+mkdir -p "$RESULTS/genotypes"
+for d in "$RUNS"/search/seed* "$RUNS/search_cost"; do
+  name="searched_$(basename "$d")"
+  [[ "$d" == "$RUNS/search_cost" ]] && name="searched_cost"
+  cp "$d/genotype.yaml" "$RESULTS/genotypes/$name.yaml"
+  cp "$d/genotype_normal.png" "$RESULTS/genotypes/${name}_normal.png"
+  cp "$d/genotype_reduce.png" "$RESULTS/genotypes/${name}_reduce.png"
+done
+echo "done: $RESULTS (total $((SECONDS - START)) s this call)"
+cat "$RESULTS/compare.md"

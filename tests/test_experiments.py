@@ -1,0 +1,64 @@
+"""The experiments' configs load, name what the issue asks for, and the pipeline runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.config import load_config
+from nas.evaluate.compare import CompareConfig
+from nas.search.darts import SearchConfig
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist_cpu", "cifar10_gpu"])
+def test_configs_load_and_hold_the_entries(name):
+    folder = EXPERIMENTS / name
+    search = load_config(SearchConfig, folder / "search.yaml", [])
+    cost = load_config(SearchConfig, folder / "search_cost.yaml", [])
+    assert search.space.name == cost.space.name == "full"
+    assert search.cost.weight == 0 and cost.cost.weight > 0
+    compare = load_config(CompareConfig, folder / "compare.yaml", [])
+    names = {e.name for e in compare.entries}
+    assert {"searched", "searched_cost", "DARTS_V2", "PC_DARTS", "O_DARTS", "DO_DARTS",
+            "C2SP_DARTS", "random"} <= names
+    [rnd] = [e for e in compare.entries if e.random is not None]
+    assert rnd.random.space == "full" and rnd.random.n == 5
+    assert compare.seeds == [0, 1, 2]
+    assert (folder / "run.sh").stat().st_mode & 0o111  # executable
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_writes_every_result(tmp_path):
+    """The whole pipeline at smoke scale: searches, compare, report, committed files."""
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    nas = Path(sys.executable).with_name("nas")  # the console script of this environment
+    if not nas.exists():
+        pytest.skip("no nas console script next to the interpreter")
+    env = {**os.environ, "RUNS": str(tmp_path / "runs"), "RESULTS": str(tmp_path / "res"),
+           "NAS": str(nas)}
+    proc = subprocess.run(["bash", str(EXPERIMENTS / "fashion_mnist_cpu" / "run.sh"),
+                           "--smoke"], env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = tmp_path / "res"
+    for f in ("compare.md", "compare.csv", "pareto_params.png", "pareto_latency.png",
+              "summary.md", "summary.json", "report.html", "commands.txt",
+              "wall_times.tsv", "machine.txt"):
+        assert (res / f).stat().st_size > 0, f
+    csv_text = (res / "compare.csv").read_text()
+    for name in ("searched_s0", "searched_s1", "searched_s2", "searched (n=3)",
+                 "searched_cost", "random_4", "random (n=5)", "C2SP_DARTS"):
+        assert name in csv_text, name
+    assert sorted(p.name for p in (res / "genotypes").glob("*.yaml")) == [
+        "searched_cost.yaml", "searched_seed0.yaml", "searched_seed1.yaml",
+        "searched_seed2.yaml"]
+    steps = [line.split("\t")[0] for line in
+             (res / "wall_times.tsv").read_text().splitlines()[1:]]
+    assert steps == ["search_seeds", "search_cost", "compare", "report"]
