@@ -25,13 +25,12 @@ def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(drop_prob, torch.Tensor) and drop_prob <= 0.0:
         return x
-    keep = 1.0 - drop_prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
-    if isinstance(keep, torch.Tensor):
-        mask.copy_(keep.to(x.dtype).expand_as(mask)).bernoulli_(mask)
-        keep = keep.to(x.dtype)
+    if isinstance(drop_prob, torch.Tensor):
+        keep = (1.0 - drop_prob).to(x.dtype)
+        mask = torch.bernoulli(keep.expand(x.shape[0], 1, 1, 1))
     else:
-        mask.bernoulli_(keep)
+        keep = 1.0 - drop_prob
+        mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x * mask / keep
 
 

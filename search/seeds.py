@@ -23,7 +23,7 @@ from nas import distributed
 from nas.config import dump_config
 from nas.errors import ConfigError
 from nas.genotype import CELLS, Genotype
-from nas.run import atomic_write_text
+from nas.run import RunDir, atomic_write_text
 from nas.runtime import RUN_OWNER, default_run_dir, open_run
 
 from .darts import SearchConfig, SearchResult, run_search
@@ -78,10 +78,10 @@ def _seed_config(cfg: SearchConfig, root: Path, seed: int) -> SearchConfig:
 def _last_val_acc(run_dir: Path) -> float | None:
     """The last epoch's validation accuracy of a search folder (None if it logged none)."""
     try:
-        lines = [x for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        value = json.loads(lines[-1]).get("val_acc") if lines else None
-    except (OSError, ValueError, AttributeError):
+        rows = RunDir(run_dir, read_only=True).read_metrics()
+    except (OSError, ValueError):
         return None
+    value = rows[-1].get("val_acc") if rows else None
     return float(value) if isinstance(value, (int, float)) else None
 
 

@@ -169,3 +169,14 @@ def test_multi_seed_refused_under_torchrun(tmp_path: Path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "torchrun" in err and "seeds" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_run_search_refuses_seeds(tmp_path):
+    """run_search runs one search: given seeds it says where they go instead of ignoring
+    them, and writes nothing."""
+    from nas.search.darts import run_search
+
+    cfg = load_config(SearchConfig, None, [*TINY, f"run_dir={tmp_path / 'r'}", "seeds=[0,1]"])
+    with pytest.raises(ConfigError, match="run_search_seeds"):
+        run_search(cfg)
+    assert not (tmp_path / "r").exists()
