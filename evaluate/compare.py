@@ -40,6 +40,7 @@ from nas.config import dump_config
 from nas.cost import count_bytes, measure_latency
 from nas.deploy import to_deploy
 from nas.errors import ConfigError
+from nas.evaluate.significance import format_significance, significance_rows
 from nas.pareto import pareto_mask
 from nas.retrain import TrainConfig, TrainResult, run_train
 from nas.run import atomic_savefig, atomic_write_text
@@ -248,6 +249,8 @@ def _summarize(
         "seeds": len(accs),
         "acc_mean": statistics.mean(accs) if accs else float("nan"),
         "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        # each training seed's accuracy (CSV only): for tests across entries, not just ±
+        "acc_per_seed": " ".join(f"{a:.4f}" for a in accs),
         "params_M": results[0].params / 1e6,
         "macs_M": results[0].macs / 1e6,
         "deploy_bytes": count_bytes(deployed),
@@ -433,6 +436,9 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
         table = format_table(rows, note)
         atomic_write_text(run / "compare.md", table)
         atomic_write_text(run / "compare.csv", _write_csv(rows))
+        if len(cfg.seeds) > 1:  # one seed has no spread to test against
+            atomic_write_text(run / "significance.md",
+                              format_significance(significance_rows(rows)))
         clouds = list(dict.fromkeys(m.group for m in members if m.random))
         _plot(rows, "params_M", "parameters (M)", run / "pareto_params.png", clouds)
         _plot(rows, "latency_ms", f"latency (ms, {cfg.latency_device})",

@@ -122,6 +122,15 @@ def _notes(path: Path) -> list[str]:
             if line.strip() and not line.lstrip().startswith("|")]
 
 
+def _md_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the first markdown table in a file (none: empty)."""
+    lines = [line.strip() for line in (_text(path) or "").splitlines()]
+    table = [[c.strip() for c in line.strip("|").split("|")]
+             for line in lines if line.startswith("|")]
+    table = [row for row in table if not all(set(c) <= set("-: ") for c in row)]
+    return (table[0], table[1:]) if table else ([], [])
+
+
 # --- HTML pieces --------------------------------------------------------------------------
 
 
@@ -253,6 +262,12 @@ def _compare_body(run: Path, cells: _Cells) -> list[str]:
     header, rows = _read_csv(run / "compare.csv")
     body = ["<h2>Results</h2>", html_table(header, rows)]
     body += [f'<p class="note">{_inline(line)}</p>' for line in _notes(run / "compare.md")]
+    sig_header, sig_rows = _md_table(run / "significance.md")
+    if sig_rows:  # written by nas compare when there are several training seeds
+        body += ["<h2>Beyond seed noise? (exact permutation tests)</h2>",
+                 html_table(sig_header, sig_rows)]
+        body += [f'<p class="note">{_inline(line)}</p>'
+                 for line in _notes(run / "significance.md")]
     body += ["<h2>Pareto plots</h2>", _pareto_plots(run)]
     body.append("<h2>Cells</h2>")
     folders = {d.name: d for d in run.iterdir() if d.is_dir()}

@@ -31,12 +31,17 @@ def test_configs_load_and_hold_the_entries(name):
     [rnd] = [e for e in compare.entries if e.random is not None]
     assert rnd.random.space == "full" and rnd.random.n == 5
     assert compare.seeds == [0, 1, 2]
-    assert (folder / "run.sh").stat().st_mode & 0o111  # executable
+    for script in ("run.sh", "run_parallel.sh") if name == "fashion_mnist_cpu" else ("run.sh",):
+        assert (folder / script).stat().st_mode & 0o111  # executable
 
 
 @pytest.mark.slow
 def test_smoke_pipeline_writes_every_result(tmp_path):
-    """The whole pipeline at smoke scale: searches, compare, report, committed files."""
+    """The whole pipeline at smoke scale: searches, compare, report, committed files.
+
+    Runs ``run_parallel.sh``: its two one-thread streams train everything, then it hands
+    over to ``run.sh``, which must reuse that work (searches, trainings) and assemble.
+    """
     if shutil.which("bash") is None:
         pytest.skip("needs bash")
     nas = Path(sys.executable).with_name("nas")  # the console script of this environment
@@ -44,12 +49,12 @@ def test_smoke_pipeline_writes_every_result(tmp_path):
         pytest.skip("no nas console script next to the interpreter")
     env = {**os.environ, "RUNS": str(tmp_path / "runs"), "RESULTS": str(tmp_path / "res"),
            "NAS": str(nas)}
-    proc = subprocess.run(["bash", str(EXPERIMENTS / "fashion_mnist_cpu" / "run.sh"),
+    proc = subprocess.run(["bash", str(EXPERIMENTS / "fashion_mnist_cpu" / "run_parallel.sh"),
                            "--smoke"], env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = tmp_path / "res"
     for f in ("compare.md", "compare.csv", "pareto_params.png", "pareto_latency.png",
-              "summary.md", "summary.json", "report.html", "commands.txt",
+              "summary.md", "summary.json", "report.html", "commands.txt", "significance.md",
               "wall_times.tsv", "machine.txt"):
         assert (res / f).stat().st_size > 0, f
     csv_text = (res / "compare.csv").read_text()
@@ -61,4 +66,12 @@ def test_smoke_pipeline_writes_every_result(tmp_path):
         "searched_seed2.yaml"]
     steps = [line.split("\t")[0] for line in
              (res / "wall_times.tsv").read_text().splitlines()[1:]]
-    assert steps == ["search_seeds", "search_cost", "compare", "report"]
+    assert sorted(steps[:4]) == ["A:compare", "A:search_seeds", "B:compare", "B:search_cost"]
+    assert steps[4:] == ["search_seeds", "search_cost", "compare", "report"]
+    commands = (res / "commands.txt").read_text()
+    assert commands.count("OMP_NUM_THREADS=1 ") == 4  # the streams' commands, recorded
+    # run.sh trained nothing again: each (entry, seed) log holds one epoch, not two
+    logs = sorted((tmp_path / "runs" / "compare").glob("*/seed*/log.txt"))
+    assert len(logs) == 14 * 2  # 3 + 1 searched, 5 baselines, 5 random; 2 smoke seeds
+    for log in logs:
+        assert log.read_text().count("train epoch 1/1") == 1, log

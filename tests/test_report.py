@@ -357,3 +357,22 @@ def test_module_loads_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_significance_tests_render_as_their_own_table(compare_run, tmp_path):
+    """With several seeds nas compare writes significance.md; the page shows every test."""
+    from nas.evaluate.significance import format_significance, significance_rows
+
+    run = tmp_path / "cmp"
+    shutil.copytree(compare_run, run)
+    rows = [{"name": "DARTS_V2", "acc_per_seed": "0.70 0.71 0.72", "group": ""},
+            {"name": "small", "acc_per_seed": "0.80 0.81 0.82", "group": ""},
+            {"name": "other", "acc_per_seed": "0.69 0.75 0.71", "group": ""}]
+    (run / "significance.md").write_text(format_significance(significance_rows(rows)))
+    page = Page(write_report(run, tmp_path / "r.html").read_text())
+    assert page.errors == []
+    header, got = page.rows(1)
+    assert header[:2] == ["entry", "against"]
+    assert [r[:2] for r in got] == [["small", "DARTS_V2"], ["other", "DARTS_V2"]]
+    assert got[0][5] == "0.100"  # 3 vs 3 seeds, fully separated
+    assert any("would pass by chance" in t for t in page.text)

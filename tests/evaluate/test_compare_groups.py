@@ -219,7 +219,7 @@ def test_compare_random_group_end_to_end(tmp_path, monkeypatch):
         *[f"train.{o}" for o in SMALL],
         "entries=[{name: rnd, random: {space: full, n: 2, seed: 3, steps: 2}}, "
         "{name: DARTS_V2, genotype: DARTS_V2}]",
-        "seeds=[0]",
+        "seeds=[0, 1]",
     ])
     rows = run_compare(cfg)
     run = tmp_path / "cmp"
@@ -234,8 +234,14 @@ def test_compare_random_group_end_to_end(tmp_path, monkeypatch):
         assert table[k]["genotype"] == draws[k]
         trained = load_genotype(run / f"rnd_{k}" / "seed0" / "genotype.yaml")
         assert trained == Genotype.parse(table[k]["genotype"])
-        acc = json.loads((run / f"rnd_{k}" / "seed0" / "result.json").read_text())["test_acc"]
-        assert rows[k]["acc_mean"] == pytest.approx(acc)
+        accs = [json.loads((run / f"rnd_{k}" / f"seed{s}" / "result.json").read_text())[
+            "test_acc"] for s in (0, 1)]
+        assert rows[k]["acc_mean"] == pytest.approx(sum(accs) / 2)
+        assert table[k]["acc_per_seed"] == f"{accs[0]:.4f} {accs[1]:.4f}"  # seed order
+    assert table[2]["acc_per_seed"] == ""  # a group row has no seeds of its own
+    sig = (run / "significance.md").read_text()  # two seeds: each entry tested
+    assert "| rnd_0 | DARTS_V2 | training seeds | 2 vs 2 |" in sig
+    assert "| rnd_1 | DARTS_V2 | training seeds | 2 vs 2 |" in sig
     assert rows[2]["acc_mean"] == pytest.approx((rows[0]["acc_mean"] + rows[1]["acc_mean"]) / 2)
     assert rows[2]["params_M"] == pytest.approx((rows[0]["params_M"] + rows[1]["params_M"]) / 2)
     assert "rnd: 2 genotypes drawn uniformly" in (run / "compare.md").read_text()
