@@ -19,15 +19,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NAS="${NAS:-nas}"
 SEARCH_ARGS=()
 COMPARE_ARGS=()
-if [[ "${1:-}" == "--smoke" ]]; then  # keep in step with run.sh --smoke
-  RUNS="${RUNS:-$HERE/runs-smoke}"
-  RESULTS="${RESULTS:-$HERE/runs-smoke/results}"
-  SEARCH_ARGS=(data.name=fashion_mnist_sample data.limit=256 optim.epochs=1
-               arch.warmup_epochs=0 model.layers=3 model.init_channels=4)
-  COMPARE_ARGS=(train.data.name=fashion_mnist_sample train.data.limit=512
-                train.data.test_limit=200 train.optim.epochs=1 train.model.layers=3
-                train.model.init_channels=4 "seeds=[0,1]")
-fi
+[[ "${1:-}" == "--smoke" ]] && source "$HERE/smoke.sh"
 RUNS="${RUNS:-$HERE/runs}"
 RESULTS="${RESULTS:-$HERE/results}"
 export RUNS RESULTS
