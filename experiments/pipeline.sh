@@ -60,8 +60,9 @@ step compare "$NAS" -q compare "$RUNS/compare.yaml" "run_dir=$RUNS/compare" "${C
 step report "$NAS" -q report "$RUNS/compare" --out "$RESULTS/report.html"
 
 # What to commit: small text and images, no checkpoints.
-cp "$RUNS/compare/compare.md" "$RUNS/compare/compare.csv" "$RUNS/compare/significance.md" \
-  "$RUNS/compare"/pareto_*.png "$RESULTS/"
+cp "$RUNS/compare/compare.md" "$RUNS/compare/compare.csv" "$RUNS/compare"/pareto_*.png "$RESULTS/"
+# significance.md exists only with two or more training seeds (seeds=[0] writes none)
+[[ -f "$RUNS/compare/significance.md" ]] && cp "$RUNS/compare/significance.md" "$RESULTS/"
 cp "$RUNS/search/summary.md" "$RUNS/search/summary.json" "$RESULTS/"
 mkdir -p "$RESULTS/genotypes"
 for d in "$RUNS"/search/seed* "$RUNS/search_cost"; do
@@ -72,4 +73,6 @@ for d in "$RUNS"/search/seed* "$RUNS/search_cost"; do
   cp "$d/genotype_reduce.png" "$RESULTS/genotypes/${name}_reduce.png"
 done
 echo "done: $RESULTS (total $((SECONDS - START)) s this call)"
-cat "$RESULTS/compare.md" "$RESULTS/significance.md"
+cat "$RESULTS/compare.md"
+[[ -f "$RESULTS/significance.md" ]] && cat "$RESULTS/significance.md"
+exit 0  # the test above is false with one seed; that is not a failure

@@ -363,6 +363,7 @@ def test_significance_tests_render_as_their_own_table(compare_run, tmp_path):
     """With several seeds nas compare writes significance.md; the page shows every test."""
     from nas.evaluate.significance import format_significance, significance_rows
 
+    assert not (compare_run / "significance.md").exists()  # one seed: nothing to test
     run = tmp_path / "cmp"
     shutil.copytree(compare_run, run)
     rows = [{"name": "DARTS_V2", "acc_per_seed": "0.70 0.71 0.72", "group": ""},
