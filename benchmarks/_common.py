@@ -2,7 +2,8 @@
 
 Every script in ``benchmarks/`` times with :func:`time_ms` (warm-up, device-synchronized,
 median), measures memory with :func:`peak_memory`, and writes its rows with
-:func:`write_results` to ``benchmarks/results/<name>.json`` and ``<name>.md``. The pieces
+:func:`write_results` (after every row, through :class:`ResultsWriter`) to
+``benchmarks/results/<name>.json`` and ``<name>.md``. The pieces
 the scripts share besides (command-line arguments, run setup, ratios, the busy-CPU caveat,
 and for the loop comparisons ``search.py`` and ``train.py`` the timed block of steps and
 the reference ratios) are here too.
@@ -11,6 +12,7 @@ the reference ratios) are here too.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as _dt
 import gc
 import json
@@ -41,6 +43,7 @@ __all__ = [
     "peak_memory",
     "markdown_table",
     "write_results",
+    "ResultsWriter",
     "loadavg_1m",
     "base_parser",
     "add_threads_arg",
@@ -355,6 +358,60 @@ def write_results(
         print(text, end="")
         print(f"wrote {json_path} and {md_path}")
     return json_path, md_path
+
+
+class ResultsWriter:
+    """Writes a benchmark's files after every row, so a run killed by a time limit (the
+    steps of ``gpu_check.sh``) still leaves the figures it had measured.
+
+    :meth:`add` rewrites ``<name>.json`` and ``<name>.md`` atomically with the rows so far
+    (``"complete": false`` in the metadata; keys starting with ``_`` left out; ``derive``,
+    if given, fills derived columns such as ratios on copies of the rows first);
+    :meth:`finish` writes the final files through :func:`write_results`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        metadata: dict[str, Any],
+        out_dir: str | Path | None = None,
+        columns: Sequence[str] | None = None,
+        derive: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self.name, self.metadata, self.out_dir = name, metadata, out_dir
+        self.columns, self.derive = columns, derive
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Keep ``row`` and rewrite the partial files."""
+        self.rows.append(row)
+        self.write_partial()
+
+    def write_partial(self) -> tuple[Path, Path]:
+        """The files with the rows so far, marked incomplete."""
+        rows = copy.deepcopy(self.rows)
+        if self.derive is not None:
+            try:
+                self.derive(rows)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                pass  # a derived column needs rows not measured yet
+        rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+        meta = {**self.metadata, "complete": False, "rows_done": len(rows)}
+        note = f"partial: {len(rows)} row(s) so far (the run has not finished)"
+        return write_results(self.name, rows, meta, self.out_dir, self.columns,
+                             notes=[note], echo=False)
+
+    def finish(
+        self,
+        metadata: dict[str, Any],
+        rows: Sequence[dict[str, Any]] | None = None,
+        notes: Sequence[str] = (),
+        extra_md: str = "",
+    ) -> tuple[Path, Path]:
+        """The final files (``"complete": true``), printed; ``rows`` default to those added."""
+        rows = self.rows if rows is None else rows
+        return write_results(self.name, rows, {**metadata, "complete": True}, self.out_dir,
+                             self.columns, notes=notes, extra_md=extra_md)
 
 
 # --- command line and run setup ------------------------------------------------------------

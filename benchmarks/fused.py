@@ -10,13 +10,17 @@ weights, same batches, for three cases by default:
 
 Both paths compute the same function (``tests/search/test_fused.py``); only the execution
 differs. ``--compile`` adds a third row per case: the fused supernet under ``torch.compile``
-(compilation happens in the warm-up step and takes minutes for a full supernet on CPU).
+(compilation happens in the warm-up step and takes minutes for a full supernet on CPU);
+``--cuda-graphs`` a fourth, compiled with ``mode="reduce-overhead"`` (``runtime.compile_mode``):
+each compiled graph replayed as a CUDA graph. ``--compile-backend aot_eager`` compiles in
+seconds without a C++ compiler (what the CPU smoke of ``gpu_check.sh`` uses).
 
 Usage::
 
     python benchmarks/fused.py [--device auto|cpu|cuda] [--cases darts-k1-first ...]
         [--batch B] [--steps N] [--warmup N] [--image-size S] [--channels C] [--layers L]
-        [--channels-last] [--compile] [--threads N] [--out DIR] [--quick]
+        [--channels-last] [--compile] [--cuda-graphs] [--compile-backend B] [--threads N]
+        [--out DIR] [--quick]
 
 Results: ``benchmarks/results/fused.json`` and ``fused.md`` (see benchmarks/README.md).
 """
@@ -34,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from _common import (
     Cycler,
+    ResultsWriter,
     add_busy_cpu_note,
     add_quick_out_args,
     add_threads_arg,
@@ -50,7 +55,6 @@ from _common import (
     size_problem,
     step_fields,
     time_steps,
-    write_results,
 )
 
 from nas.config import DataConfig, RuntimeConfig
@@ -81,8 +85,14 @@ CASES = {
     )
 }
 
-# path name -> (model.fused, runtime.compile)
-PATHS = {"reference": (False, False), "fused": (True, False), "fused+compile": (True, True)}
+# path name -> (model.fused, runtime.compile, runtime.compile_mode)
+PATHS = {
+    "reference": (False, False, None),
+    "fused": (True, False, None),
+    "fused+compile": (True, True, None),
+    # CUDA graphs: each compiled graph replayed as one launch (inductor ignores it on CPU)
+    "fused+cudagraphs": (True, True, "reduce-overhead"),
+}
 
 DEFAULTS = {
     "cuda": {"batch": 64, "image_size": 32, "channels": 16, "layers": 8, "steps": 20, "warmup": 3},
@@ -113,7 +123,7 @@ COLUMNS = (
 
 def build_job(case: Case, path: str, args: argparse.Namespace, device, run_dir: str) -> SearchJob:
     """The real SearchJob for ``case`` on ``path``, synthetic data in a BatchLoader."""
-    fused, compiled = PATHS[path]
+    fused, compiled, mode = PATHS[path]
     per_half = args.batch * (args.warmup + args.steps + 2)
     data = DataConfig(
         name="synthetic",
@@ -146,6 +156,8 @@ def build_job(case: Case, path: str, args: argparse.Namespace, device, run_dir: 
             amp=False,
             channels_last=args.channels_last,
             compile=compiled,
+            compile_mode=mode,
+            compile_backend=getattr(args, "compile_backend", "inductor"),
             progress=False,
             threads=args.threads,  # None: the job sizes its threads to the free cores
         ),
@@ -262,6 +274,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, help="supernet cells (CUDA 8, CPU 5; at least 3)")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and data")
     p.add_argument("--compile", action="store_true", help="also time the fused path compiled")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="also time it compiled with mode=reduce-overhead (CUDA graphs)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend (aot_eager: no C++ compiler, fast to compile)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also profile one step per row: the top N operators (metadata.profile)")
     add_threads_arg(p)
@@ -291,7 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     load_start = loadavg_1m()
     paths = ["reference", "fused"] + (["fused+compile"] if args.compile else [])
-    rows: list[dict[str, Any]] = []
+    paths += ["fused+cudagraphs"] if args.cuda_graphs else []
+    meta0 = {**describe_env(device), "benchmark": "fused", "args": vars(args)}
+    writer = ResultsWriter("fused", meta0, args.out, COLUMNS, derive=add_ratios)
+    rows = writer.rows
     failures: list[str] = []
     for name in args.cases:
         for path in paths:
@@ -303,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failures.append(f"{tag}: {type(err).__name__}: {err}")
                 print(f"FAILED {tag}: {type(err).__name__}: {err}", file=sys.stderr)
             free_device_memory(device)
-            rows.append(row)
+            writer.add(row)
             if row["status"] == "ok":
                 print(f"{tag}: {row['ms_per_step']:.1f} ms/step", file=sys.stderr)
     add_ratios(rows)
@@ -337,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_busy_cpu_note(notes, device, meta, included="this run included")
     if failures:
         notes.append(f"FAILED rows: {'; '.join(failures)}")
-    write_results("fused", rows, meta, args.out, COLUMNS, notes=notes)
+    writer.finish(meta, notes=notes)
     for tag, prof in meta["profile"].items():
         print(f"\nprofile {tag}: {prof['self_time_ms']} ms self time, {prof['op_calls']} aten "
               "calls per step")

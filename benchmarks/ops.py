@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from _common import (
+    ResultsWriter,
     add_busy_cpu_note,
     add_quick_out_args,
     add_threads_arg,
@@ -41,7 +42,6 @@ from _common import (
     ratio,
     resolve_device,
     time_ms,
-    write_results,
 )
 from torch import nn
 
@@ -199,6 +199,12 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         r["mem_ratio_vs_conv3x3"] = ratio(r["_peak_bytes"], conv and conv["_peak_bytes"])
 
 
+def add_ratios_by_setting(rows: list[dict[str, Any]]) -> None:
+    """:func:`add_ratios` for each (C, H, stride) setting of ``rows``."""
+    for key in dict.fromkeys((r["C"], r["H"], r["stride"]) for r in rows):
+        add_ratios([r for r in rows if (r["C"], r["H"], r["stride"]) == key])
+
+
 def _geomean(values: Sequence[float | None]) -> float | None:
     vals = [v for v in values if v is not None and v > 0]
     if not vals:
@@ -287,23 +293,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     apply_runtime(args.threads, device)
     settings = settings_from(args)
-    rows: list[dict[str, Any]] = []
+    writer = ResultsWriter("ops", {**describe_env(device), "benchmark": "ops", "args": vars(args)},
+                           args.out, COLUMNS, derive=add_ratios_by_setting)
     failures: list[str] = []
     for s in settings:
-        block: list[dict[str, Any]] = []
         for name in names:
             tag = f"{name} C={s.C} H={s.H} stride={s.stride}"
             try:
-                block.append(bench_op(name, s, device, args))
+                writer.add(bench_op(name, s, device, args))
             except Exception as err:  # keep going: one broken op must not sink the run
                 if device.type == "cuda" and isinstance(err, torch.cuda.OutOfMemoryError):
                     torch.cuda.empty_cache()
                 failures.append(f"{tag}: {type(err).__name__}: {err}")
                 print(f"FAILED {tag}: {err}", file=sys.stderr)
                 continue
-            print(f"{tag}: {block[-1]['fwd_bwd_ms']:.2f} ms", file=sys.stderr)
-        add_ratios(block)
-        rows.extend(block)
+            print(f"{tag}: {writer.rows[-1]['fwd_bwd_ms']:.2f} ms", file=sys.stderr)
+    rows = writer.rows
+    add_ratios_by_setting(rows)
     methods = pop_mem_methods(rows)
     meta = describe_env(device)
     meta.update(
@@ -333,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes.append(f"FAILED cases: {'; '.join(failures)}")
     summary = meta["summary"]
     extra = "## Summary (geometric means over settings)\n\n" + markdown_table(summary)
-    write_results("ops", rows, meta, args.out, COLUMNS, notes=notes, extra_md=extra)
+    writer.finish(meta, rows, notes=notes, extra_md=extra)
     return 1 if failures and not rows else 0
 
 

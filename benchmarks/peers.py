@@ -50,6 +50,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from _common import (
+    ResultsWriter,
     add_busy_cpu_note,
     add_quick_out_args,
     add_threads_arg,
@@ -62,7 +63,6 @@ from _common import (
     setup_run,
     size_problem,
     synchronize,
-    write_results,
 )
 from fused import Case, build_job
 from torch import nn
@@ -115,7 +115,8 @@ COLUMNS = (
     "batch",
     "device",
     "ours_dtype",
-    "threads",
+    "peer_threads",
+    "ours_threads",
     "rounds",
     "peer_ms",
     "ours_ms",
@@ -286,31 +287,47 @@ def make_batches(args, device) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     return tuple(out)
 
 
-def time_block(step: Callable[[], torch.Tensor], n: int, device) -> float:
-    """ms per step of ``n`` steps run as one block, synchronized before and after."""
+def time_block(step: Callable[[], torch.Tensor], n: int, device) -> tuple[float, int]:
+    """ms per step of ``n`` steps run as one block, synchronized before and after, and the
+    torch threads the block ran on (read inside it, after the steps)."""
     synchronize(device)
     t0 = time.perf_counter()
     for _ in range(n):
         last = step()
+    threads = torch.get_num_threads()
     synchronize(device)
     ms = (time.perf_counter() - t0) * 1e3 / n
     if not torch.isfinite(last).item():
         raise FloatingPointError("loss is not finite")
-    return ms
+    return ms, threads
 
 
-def interleaved(sides: dict[str, Callable[[], torch.Tensor]], args, device) -> dict[str, list]:
+def interleaved(
+    sides: dict[str, Callable[[], torch.Tensor]], args, device
+) -> tuple[dict[str, list[float]], dict[str, set[int]]]:
     """Warm both sides up, then ``args.rounds`` rounds of one block per side, the order
-    alternating between rounds. Returns the ms per step of every round, per side."""
+    alternating between rounds. Before every block torch is set to ``args.threads`` (the
+    count both sides are held at: one side's code must not leave the other on its own
+    choice). Returns the ms per step of every round and the threads seen, per side."""
     names = list(sides)
     for name in names:
         for _ in range(args.warmup):
             sides[name]()
     times: dict[str, list[float]] = {n: [] for n in names}
+    threads: dict[str, set[int]] = {n: set() for n in names}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            times[name].append(time_block(sides[name], args.steps, device))
-    return times
+            if args.threads is not None:
+                torch.set_num_threads(args.threads)
+            ms, used = time_block(sides[name], args.steps, device)
+            times[name].append(ms)
+            threads[name].add(used)
+    return times, threads
+
+
+def _threads_label(seen: set[int]) -> int | str:
+    """One count, or ``min-max`` when a side ran on several (it should not)."""
+    return next(iter(seen)) if len(seen) == 1 else f"{min(seen)}-{max(seen)}"
 
 
 def whole_step_memory(step: Callable[[], torch.Tensor], device):
@@ -324,7 +341,7 @@ def bench_case(case: PeerCase, peer: SimpleNamespace, args, device) -> dict[str,
         ours = OurLoop(case, args, device, run_dir)
         theirs = PeerLoop(peer, case, args, ours.job, device)
         sides = {"peer": lambda: theirs.step(train, val), "ours": lambda: ours.step(train, val)}
-        times = interleaved(sides, args, device)
+        times, threads = interleaved(sides, args, device)
         if device.type == "cuda":
             mems = {n: whole_step_memory(fn, device) for n, fn in sides.items()}
         else:
@@ -334,7 +351,8 @@ def bench_case(case: PeerCase, peer: SimpleNamespace, args, device) -> dict[str,
     peer_ms, ours_ms = statistics.median(times["peer"]), statistics.median(times["ours"])
     return {
         **_fields(case, args, device),
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "peer_threads": _threads_label(threads["peer"]),
+        "ours_threads": _threads_label(threads["ours"]),
         "peer_ms": round(peer_ms, 2),
         "ours_ms": round(ours_ms, 2),
         "peer_images_per_s": round(args.batch * 1e3 / peer_ms, 2),
@@ -364,7 +382,8 @@ def _fields(case: PeerCase, args, device) -> dict[str, Any]:
         "device": device.type,
         "ours_dtype": ("bf16-autocast" if amp else "fp32") + ("+compile" if args.compile else "")
         + ("+channels_last" if args.channels_last else ""),
-        "threads": None,
+        "peer_threads": None,
+        "ours_threads": None,
         "rounds": args.rounds,
         **{k: None for k in MEASURED},
     }
@@ -420,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = setup_run(args, check_args)  # device, arguments, threads, cuDNN autotuning
     if device is None:
         return 2
+    if args.threads is None:  # hold both sides at torch's count, not each at its own choice
+        args.threads = torch.get_num_threads()
     try:
         peers = {k: load_peer(d, k) for k, d in
                  (("darts", args.darts_dir), ("pcdarts", args.pcdarts_dir)) if d}
@@ -428,7 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     load_start = loadavg_1m()
-    rows, failures = [], []
+    meta0 = {**describe_env(device), "benchmark": "peers", "args": vars(args)}
+    writer = ResultsWriter("peers", meta0, args.out, COLUMNS)
+    rows, failures = writer.rows, []
     for name in args.cases:
         case = CASES[name]
         try:
@@ -440,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures.append(f"{name}: {type(err).__name__}: {err}")
             print(f"FAILED {name}: {type(err).__name__}: {err}", file=sys.stderr)
         free_device_memory(device)
-        rows.append(row)
+        writer.add(row)
     methods = sorted({r.pop("_mem_method") for r in rows if "_mem_method" in r})
     rounds = {r["case"]: r.pop("_rounds_ms") for r in rows if "_rounds_ms" in r}
     meta = describe_env(device)
@@ -460,8 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"settings: C={args.channels}, {args.layers} cells, {IMAGE_CHANNELS}x{args.image_size}"
         f"x{args.image_size} random images, {NUM_CLASSES} classes, batch {args.batch} (train) "
         f"+ {args.batch} (val), same batches on both sides; {args.rounds} interleaved rounds of "
-        f"{args.steps} steps per side after {args.warmup} warm-up steps; torch threads "
-        f"{torch.get_num_threads() if device.type == 'cpu' else '-'}",
+        f"{args.steps} steps per side after {args.warmup} warm-up steps; torch threads held at "
+        f"{args.threads} on both sides (ours via runtime.threads, reset before every timed "
+        "block; peer_threads/ours_threads: torch.get_num_threads() inside the blocks)",
         "hyper-parameters (both sides): SGD lr 0.025, momentum 0.9, wd 3e-4, grad clip 5; "
         "Adam on alphas lr 3e-4, betas (0.5, 0.999), wd 1e-3",
         "peer = official code (DARTS cnn/ or PC-DARTS); ours = SearchJob.step, fused "
@@ -471,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_busy_cpu_note(notes, device, meta, included="this run included")
     if failures:
         notes.append(f"FAILED cases: {'; '.join(failures)}")
-    write_results("peers", rows, meta, args.out, COLUMNS, notes=notes)
+    writer.finish(meta, notes=notes)
     return 1 if failures else 0
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from _common import (
     Cycler,
     LoopLabels,
+    ResultsWriter,
     add_busy_cpu_note,
     add_loop_args,
     add_quick_out_args,
@@ -53,7 +54,6 @@ from _common import (
     size_problem,
     step_fields,
     time_steps,
-    write_results,
 )
 
 from nas.config import DataConfig, RuntimeConfig
@@ -333,6 +333,10 @@ def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
     return None
 
 
+def _search_ratios(rows: list[dict[str, Any]]) -> None:
+    add_ratios_vs_ref(rows, "steps_per_s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (2 on bad input, 1 if a case failed)."""
     args = parse_args(argv)
@@ -341,7 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     load_start = loadavg_1m()
     loops = loops_from(args)
-    rows: list[dict[str, Any]] = []
+    meta0 = {**describe_env(device), "benchmark": "search", "args": vars(args)}
+    writer = ResultsWriter("search", meta0, args.out, COLUMNS,
+                           derive=_search_ratios)
+    rows = writer.rows
     failures: list[str] = []
     for batch in args.batches:
         for loop in loops:
@@ -356,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failures.append(f"{tag}: {type(err).__name__}: {err}")
                 print(f"FAILED {tag}: {type(err).__name__}: {err}", file=sys.stderr)
             free_device_memory(device)  # DataLoader workers and device memory of the case
-            rows.append(row)
+            writer.add(row)
             if row["status"] == "ok":
                 print(
                     f"{tag}: {row['ms_per_step']:.1f} ms/step, {row['peak_mem_MB']:.1f} MB",
@@ -402,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_busy_cpu_note(notes, device, meta)
     if failures:
         notes.append(f"FAILED cases: {'; '.join(failures)}")
-    write_results("search", rows, meta, args.out, COLUMNS, notes=notes)
+    writer.finish(meta, notes=notes)
     return 1 if failures else 0
 
 

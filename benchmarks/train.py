@@ -38,6 +38,7 @@ from _common import (
     Cycler,
     LoopLabels,
     MemoryResult,
+    ResultsWriter,
     add_busy_cpu_note,
     add_loop_args,
     add_quick_out_args,
@@ -55,7 +56,6 @@ from _common import (
     size_problem,
     step_fields,
     time_steps,
-    write_results,
 )
 from torch import nn
 
@@ -388,6 +388,10 @@ def fill_defaults(args: argparse.Namespace, device: torch.device) -> str | None:
     return None
 
 
+def _train_ratios(rows: list[dict[str, Any]]) -> None:
+    add_ratios_vs_ref(rows, "images_per_s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (2 on bad input, 1 if a loop failed)."""
     args = parse_args(argv)
@@ -396,7 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     load_start = loadavg_1m()
     loops = loops_from(args)
-    rows: list[dict[str, Any]] = []
+    meta0 = {**describe_env(device), "benchmark": "train", "args": vars(args)}
+    writer = ResultsWriter("train", meta0, args.out, COLUMNS,
+                           derive=_train_ratios)
+    rows = writer.rows
     failures: list[str] = []
     for loop in loops:
         try:
@@ -410,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{what} {loop.name}: {type(err).__name__}: {str(err).splitlines()[0]}",
                   file=sys.stderr)
         free_device_memory(device)  # DataLoader workers and device memory of the loop
-        rows.append(row)
+        writer.add(row)
         if row["status"] == "ok":
             print(f"{loop.name}: {row['ms_per_step']:.1f} ms/step, "
                   f"{row['images_per_s']:.1f} images/s, {row['peak_mem_MB']:.1f} MB",
@@ -479,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_busy_cpu_note(notes, device, meta)
     if failures:
         notes.append(f"FAILED loops: {'; '.join(failures)}")
-    write_results("train", rows, meta, args.out, COLUMNS, notes=notes)
+    writer.finish(meta, notes=notes)
     return 1 if failures else 0
 
 

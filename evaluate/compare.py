@@ -15,6 +15,10 @@ baselines on the strength of a single lucky draw:
   is one ordinary entry.
 
 Every group also gets a summary row (mean ± std of its members' accuracies, mean costs).
+
+On the command line an entry is addressed by name: ``entries.searched=runs/search/x`` sets
+its genotype (any source above), ``entries.O_DARTS.init_channels=42`` any other key. Every
+genotype is resolved before anything is trained (:func:`check_members`).
 """
 
 from __future__ import annotations
@@ -29,17 +33,17 @@ import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nas.baselines import BASELINES
+from nas.baselines import BASELINES, resolve_genotype
 from nas.config import dump_config
 from nas.cost import count_bytes, measure_latency
 from nas.deploy import to_deploy
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NasError
 from nas.evaluate.significance import format_significance, significance_rows
 from nas.pareto import pareto_mask
 from nas.retrain import TrainConfig, TrainResult, run_train
@@ -51,7 +55,7 @@ from nas.threads import cpu_oversubscribed
 from .deploy import load_trained
 
 __all__ = [
-    "CompareConfig", "CompareEntry", "RandomGroup", "Member", "expand_entries",
+    "CompareConfig", "CompareEntry", "RandomGroup", "Member", "expand_entries", "check_members",
     "group_summary", "with_group_rows", "run_compare", "pareto_mask", "format_table",
 ]
 
@@ -102,6 +106,10 @@ class RandomGroup:
 class CompareEntry:
     """One config entry: a genotype (baseline name, file, DARTS string or search run folder)
     or a ``random`` group, optionally transplanted / at its own width."""
+
+    #: ``nas compare CONFIG entries.NAME=VALUE`` sets this key of entry NAME
+    #: (:func:`nas.config.load_config`), e.g. ``entries.searched=runs/search/pcdarts_cifar10``.
+    OVERRIDE_KEY: ClassVar[str] = "genotype"
 
     name: str
     genotype: str = ""
@@ -216,6 +224,41 @@ def expand_entries(entries: Sequence[CompareEntry]) -> list[Member]:
                               "random groups and search folders; rename an entry")
         seen.add(m.entry.name)
     return members
+
+
+_GENOTYPE_FILE_SUFFIXES = (".yaml", ".yml", ".json", ".txt")
+
+
+def _missing_path(spec: str) -> bool:
+    """``spec`` reads as a file or folder path (not a baseline or DARTS string) that is not
+    there, e.g. the shipped configs' default search folder before that search ran."""
+    spec = spec.strip()
+    if (not spec or spec.upper().replace("-", "_") in BASELINES
+            or spec.startswith(("Genotype(", "{"))):
+        return False
+    looks = "/" in spec or spec.lower().endswith(_GENOTYPE_FILE_SUFFIXES)
+    return looks and not Path(spec).expanduser().exists()
+
+
+def check_members(members: Sequence[Member], config: str) -> None:
+    """Every member's genotype resolves, before anything is trained.
+
+    Raises:
+        ConfigError: one line naming the entry; for a missing search folder or file, the
+            override that points the entry elsewhere (``entries.NAME=RUN_DIR``).
+    """
+    for m in members:
+        entry, label = m.entry, m.group or m.entry.name
+        if _missing_path(entry.genotype):
+            raise ConfigError(
+                f"entries.{label}: genotype {entry.genotype.strip()} does not exist (no search "
+                "run folder or genotype file there); run that search first, or point the "
+                f"entry at yours: nas compare {config} entries.{label}=RUN_DIR"
+            )
+        try:
+            resolve_genotype(entry.genotype, entry.transplant)
+        except NasError as exc:
+            raise ConfigError(f"entries.{label}: {exc}") from None
 
 
 def _entry_config(cfg: CompareConfig, entry: CompareEntry, base: Path) -> TrainConfig:
@@ -420,6 +463,7 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
     after each group's members its summary row (:func:`group_summary`).
     """
     members = expand_entries(cfg.entries)  # before the run folder: a bad folder stops here
+    check_members(members, cfg.name)
     with open_run(cfg.name, cfg.run_dir, "compare") as run:
         run.save_config(dump_config(cfg))
         rows = []

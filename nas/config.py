@@ -54,13 +54,90 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], extra: Mapping[str, Any], cls: Any = None,
+           prefix: str = "") -> dict[str, Any]:
+    """``extra`` (overrides) over ``base``; ``cls`` is the dataclass both describe, if known.
+
+    A list of named entries (a ``list[D]`` field, ``D`` a dataclass with a ``name``) takes
+    ``FIELD.NAME.KEY=VALUE`` for one entry's key, and ``FIELD.NAME=VALUE`` for the key
+    ``D.OVERRIDE_KEY`` names (e.g. ``entries.searched=runs/search/x`` for a compare entry's
+    genotype): YAML list items cannot be overridden by position on a command line.
+    """
+    hints = _hints(cls)
     out = dict(base)
     for key, value in extra.items():
+        tp = hints.get(key)
+        item = _named_item(tp)
+        field = f"{prefix}{key}"
+        if item is not None and isinstance(value, Mapping):
+            current = out[key] if key in out else _field_default(cls, key)
+            if isinstance(current, (list, tuple)):
+                out[key] = _merge_named(list(current), value, item, field)
+                continue
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+            out[key] = _merge(dict(out[key]), value, _dataclass_of(tp), f"{field}.")
         else:
             out[key] = value
+    return out
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return {}
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_of(tp: Any) -> Any:
+    """The dataclass behind ``tp`` (also inside ``X | None``), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def _named_item(tp: Any) -> Any:
+    """``D`` when ``tp`` is ``list[D]`` of a dataclass with a ``name`` field, else None."""
+    if typing.get_origin(tp) is not list:
+        return None
+    (item,) = typing.get_args(tp) or (None,)
+    if dataclasses.is_dataclass(item) and "name" in {f.name for f in dataclasses.fields(item)}:
+        return item
+    return None
+
+
+def _field_default(cls: Any, key: str) -> Any:
+    """Plain-data default of field ``key`` of ``cls`` (None when it has none)."""
+    for f in dataclasses.fields(cls):
+        if f.name == key:
+            if f.default_factory is not dataclasses.MISSING:
+                return config_to_dict(f.default_factory())
+            return None if f.default is dataclasses.MISSING else config_to_dict(f.default)
+    return None
+
+
+def _merge_named(entries: list[Any], patch: Mapping[str, Any], item: Any,
+                 field: str) -> list[Any]:
+    """``patch`` (entry name -> value or mapping) applied to the entries of that name."""
+    names = [str(e.get("name")) if isinstance(e, Mapping) else None for e in entries]
+    out = list(entries)
+    for name, value in patch.items():
+        if str(name) not in names:
+            listed = ", ".join(n for n in names if n is not None) or "none"
+            raise ConfigError(f"override {field}.{name}: no entry named {name!r} "
+                              f"(entries: {listed})")
+        i = names.index(str(name))
+        if not isinstance(value, Mapping):
+            short = getattr(item, "OVERRIDE_KEY", None)
+            if short is None:
+                raise ConfigError(f"override {field}.{name}: set one key, "
+                                  f"{field}.{name}.KEY=VALUE")
+            value = {short: value}
+        if "name" in value and str(value["name"]) != str(name):
+            raise ConfigError(f"override {field}.{name}.name: an entry cannot be renamed "
+                              "from the command line")
+        out[i] = _merge(dict(entries[i]), value, item, f"{field}.{name}.")
     return out
 
 
@@ -196,7 +273,7 @@ def load_config(
         data = dict(loaded)
         if "name" in {f.name for f in dataclasses.fields(cls)}:
             data.setdefault("name", path.stem)
-    data = _merge(data, parse_overrides(overrides))
+    data = _merge(data, parse_overrides(overrides), cls)
     return build(cls, data)
 
 
@@ -261,6 +338,10 @@ class OptimConfig:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
 
 
+#: torch.compile modes (``torch._inductor.list_mode_options``); "reduce-overhead" adds CUDA graphs
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how a job runs."""
@@ -274,6 +355,10 @@ class RuntimeConfig:
     # NCHW for searches, and on CUDA until measured there (gpu_check.sh times both).
     channels_last: bool | None = None
     compile: bool = False
+    # torch.compile's mode: "reduce-overhead" replays each compiled step as a CUDA graph
+    # (static shapes: training loaders drop their partial last batch); None: torch's default
+    compile_mode: str | None = None
+    compile_backend: str = "inductor"  # e.g. "aot_eager": compiles fast, no C++ needed
     progress: bool = True
     log_interval: int = 20
     threads: int | None = None  # torch CPU threads; None: the free cores (nas.threads)
@@ -300,6 +385,13 @@ class RuntimeConfig:
             )
         if self.log_interval < 1:
             raise ConfigError(f"runtime.log_interval must be >= 1, got {self.log_interval}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(
+                f"runtime.compile_mode must be one of {', '.join(COMPILE_MODES)} or null, "
+                f"got {self.compile_mode!r}"
+            )
+        if self.compile_mode is not None and not self.compile:
+            raise ConfigError("runtime.compile_mode needs runtime.compile=true")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -533,6 +533,74 @@ def _as_size(v: Any, what: str) -> tuple[int, int]:
     return h, w
 
 
+#: Decoding this many files or more shows a progress bar (a real tree takes minutes).
+_BAR_MIN_FILES = 1000
+
+
+def _progress(paths: Sequence[str], desc: str) -> Iterator[str]:
+    """``paths``, behind a tqdm bar on a large tree; none under ``nas -q`` (TQDM_DISABLE=1)
+    nor on the torchrun ranks other than 0 (every rank loads the data)."""
+    from tqdm.auto import tqdm
+
+    quiet = (len(paths) < _BAR_MIN_FILES or os.environ.get("TQDM_DISABLE") == "1"
+             or os.environ.get("RANK", "0") != "0")
+    return iter(tqdm(paths, desc=desc, unit="img", disable=quiet, leave=False,
+                     dynamic_ncols=True))
+
+
+#: The check before the full walk: a tree that is not a dataset fails in milliseconds.
+_PEEK_ENTRIES = 256  # entries looked at per class folder
+_PEEK_DEPTH = 2  # class/<a>/<b>/image.png still counts (the walk recurses)
+_LAYOUT = "PATH/<class>/<image files>, or PATH/train/<class>/... (and PATH/test/<class>/...)"
+
+
+def _shows_an_image(folder: Path) -> bool:
+    """Whether an image file is among the first :data:`_PEEK_ENTRIES` entries of
+    ``folder`` and its sub-folders down to :data:`_PEEK_DEPTH` levels (breadth first)."""
+    budget = _PEEK_ENTRIES
+    queue = [(folder, 0)]
+    while queue:
+        current, depth = queue.pop(0)
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget < 0:
+                        return False
+                    try:
+                        if entry.name.lower().endswith(_IMAGE_EXTENSIONS) and entry.is_file():
+                            return True
+                        if depth < _PEEK_DEPTH and entry.is_dir():
+                            queue.append((Path(entry.path), depth + 1))
+                    except OSError:  # e.g. a dangling link: not an image
+                        continue
+        except OSError:  # unreadable sub-folder: the walk skips it too
+            continue
+    return False
+
+
+def _check_class_tree(folder: Path, what: str) -> None:
+    """Cheaply confirm ``folder`` holds class folders of images before the full walk (which
+    follows links and may wander e.g. /proc for minutes); a one-line DataError otherwise."""
+    try:
+        with os.scandir(folder) as entries:
+            listed = [(entry.name, entry.is_dir()) for entry in entries]
+    except OSError as exc:
+        raise DataError(f"{what}: cannot list {folder} ({exc.strerror or exc})") from None
+    classes = sorted(name for name, is_dir in listed if is_dir)
+    if not classes:
+        files = sorted(name for name, _ in listed)
+        found = f"{len(files)} files, e.g. {files[0]}" if files else "it is empty"
+        raise DataError(f"{what}: no class folders in {folder} ({found}); expected {_LAYOUT}")
+    for name in classes:
+        if not _shows_an_image(folder / name):
+            raise DataError(
+                f"{what}: class folder {folder / name} has no image files "
+                f"({', '.join(_IMAGE_EXTENSIONS)}) among its first {_PEEK_ENTRIES} entries; "
+                f"expected {_LAYOUT}"
+            )
+
+
 def _pick_mode(paths: Sequence[str], what: str) -> str:
     """"L" if every image is greyscale, else "RGB" (reads headers only: PIL is lazy)."""
     from PIL import Image
@@ -540,7 +608,7 @@ def _pick_mode(paths: Sequence[str], what: str) -> str:
     grey_modes = {"1", "L", "LA", "I", "I;16", "F"}
     try:
         modes = set()
-        for p in paths:
+        for p in _progress(paths, f"{what}: reading headers"):
             with Image.open(p) as im:
                 modes.add(im.mode)
     except Exception as exc:
@@ -555,7 +623,7 @@ def _decode_images(paths: Sequence[str], image_size: tuple[int, int] | None, mod
 
     try:
         arrays = []
-        for p in paths:  # decoding is inherently per file; done once per load
+        for p in _progress(paths, f"{what}: decoding"):  # per file by nature; once per load
             with Image.open(p) as im:
                 arrays.append(np.asarray(im.convert(mode)))
     except Exception as exc:
@@ -595,6 +663,10 @@ def _load_imagefolder(path: Path, split: str, kw: dict[str, Any]) -> ImageTensor
     if split == "test" and not (path / "test").is_dir():
         raise DataError(f"imagefolder {path} has no test/ subfolder needed for split=test")
     image_size = _as_size(kw["image_size"], "data.image_size") if kw.get("image_size") else None
+    what = f"imagefolder {path}"
+    _check_class_tree(train_dir, what)
+    if split == "test":
+        _check_class_tree(path / "test", what)
     try:
         classes, class_to_idx = find_classes(str(train_dir))
     except Exception as exc:
@@ -611,7 +683,6 @@ def _load_imagefolder(path: Path, split: str, kw: dict[str, Any]) -> ImageTensor
                             f"{', '.join(_IMAGE_EXTENSIONS)}")
         return [s[0] for s in samples], [s[1] for s in samples]
 
-    what = f"imagefolder {path}"
     folder = path / "test" if split == "test" else train_dir
     files, targets = scan(folder)
     train_files = files if split == "train" else scan(train_dir)[0]

@@ -63,21 +63,46 @@ class Cell(nn.Module):
             OPS[name](C, 2 if reduction and index < 2 else 1, True) for name, index in edges
         )
 
+    @property
+    def droppable(self) -> int:
+        """How many of the cell's edges drop path applies to (all but identities)."""
+        return sum(not isinstance(op, Identity) for op in self._ops)
+
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        drop_prob: float | torch.Tensor,
+        masks: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``masks``: this cell's drop-path masks, already rescaled, ``(droppable, N, 1, 1,
+        1)`` (what :class:`NetworkCIFAR` passes); without them each edge draws its own."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        active = self.training and (isinstance(drop_prob, torch.Tensor) or drop_prob > 0.0)
+        k = 0
         for i in range(self._steps):
             branches = []
             for j in (2 * i, 2 * i + 1):
                 op = self._ops[j]
                 h = op(states[self._indices[j]])
-                active = isinstance(drop_prob, torch.Tensor) or drop_prob > 0.0
-                if self.training and active and not isinstance(op, Identity):
-                    h = drop_path(h, drop_prob)
+                if active and not isinstance(op, Identity):
+                    h = drop_path(h, drop_prob) if masks is None else h * masks[k].to(h.dtype)
+                    k += 1
                 branches.append(h)
             states.append(branches[0] + branches[1])
         return torch.cat([states[i] for i in self._concat], dim=1)
+
+
+def _drop_masks(x: torch.Tensor, count: int, drop_prob: float | torch.Tensor) -> torch.Tensor:
+    """``count`` drop-path masks for the batch of ``x``, rescaled by ``1 / keep``: one draw
+    for the whole network instead of four ops per edge (the same distribution as
+    :func:`drop_path`'s)."""
+    shape = (count, x.shape[0], 1, 1, 1)
+    if isinstance(drop_prob, torch.Tensor):
+        keep = (1.0 - drop_prob).to(x.dtype)
+        return torch.bernoulli(keep.expand(shape)) / keep
+    keep = 1.0 - drop_prob
+    return torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(keep).div_(keep)
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
@@ -168,8 +193,12 @@ class NetworkCIFAR(nn.Module):
         logits_aux = None
         drop_prob = self._drop_prob if torch.compiler.is_compiling() else self.drop_path_prob
         s0 = s1 = self.stem(x)
+        masks = None
+        if self.training and (isinstance(drop_prob, torch.Tensor) or drop_prob > 0.0):
+            counts = [cell.droppable for cell in self.cells]  # ops may have been swapped
+            masks = _drop_masks(x, sum(counts), drop_prob).split(counts)
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, drop_prob)
+            s0, s1 = s1, cell(s0, s1, drop_prob, None if masks is None else masks[i])
             if i == self._aux_pos and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(torch.flatten(self.global_pooling(s1), 1))

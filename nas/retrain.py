@@ -162,7 +162,10 @@ class TrainJob:
             distributed.broadcast_module_(self.model)  # same start on every rank
             distributed.seed_rank(cfg.runtime.seed)  # distinct drop-path masks per rank
         # In place: evaluation and every other call of the model run compiled code too.
-        self.forward: nn.Module = compile_module(self.model, self.device, cfg.runtime.compile)
+        self.forward: nn.Module = compile_module(
+            self.model, self.device, cfg.runtime.compile,
+            mode=cfg.runtime.compile_mode, backend=cfg.runtime.compile_backend,
+        )
         self.optimizer, self.scheduler = sgd_cosine(
             self.model, self.model.parameters(), cfg.optim
         )

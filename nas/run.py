@@ -6,6 +6,7 @@ Every job writes into one folder; running the same command again resumes from it
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ import pickle
 import shutil
 import signal
 import tempfile
+import threading
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -29,6 +31,9 @@ if TYPE_CHECKING:  # torch and matplotlib load lazily: nas.genotype uses these h
 __all__ = [
     "CheckpointError",
     "RunDir",
+    "RUN_LOCK",
+    "acquire_run_lock",
+    "release_run_lock",
     "atomic_savefig",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -141,6 +146,107 @@ def error_summary(exc: BaseException, limit: int = 120) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+# one writer per run folder ------------------------------------------------------------------
+
+#: The lock file a writing command holds in its run folder (``fcntl.flock``, so the kernel
+#: releases it when the process ends, killed or not); it holds the holder's pid and command
+#: while held, and is emptied on release (a killed holder's line stays until the next run).
+RUN_LOCK = ".nas-run.lock"
+
+# Folders this process holds: resolved path -> [fd, count]. Re-entrant per process: a job
+# may reopen a folder it holds (e.g. a finished search re-exported); flock itself would
+# refuse a second open file of the same lock even within one process.
+_held: dict[str, list[int]] = {}
+_held_guard = threading.Lock()
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child: the parent's locks are the parent's, not this process's."""
+    for fd, _ in _held.values():
+        try:
+            os.close(fd)  # the parent's descriptor stays open: its lock holds
+        except OSError:
+            pass
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
+def _holder(lock: Path) -> str:
+    """``pid 1234 (nas search quick)`` from a held lock file, as far as it can be read."""
+    try:
+        pid, _, what = lock.read_text().strip().partition(" ")
+    except OSError:
+        pid, what = "", ""
+    if not pid.isdigit():
+        return "another process"
+    return f"pid {pid}" + (f" ({what})" if what else "")
+
+
+def acquire_run_lock(folder: Path, owner: str) -> None:
+    """Make this process the one writer of ``folder`` until :func:`release_run_lock`.
+
+    ``owner`` (e.g. ``nas search quick``) is written beside the pid for the message another
+    command gets. Raises ConfigError naming the holder when another process has it.
+    """
+    key = str(folder.resolve())
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+            return
+        lock = folder / RUN_LOCK
+        while True:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise ConfigError(
+                    f"run_dir {folder}: cannot open its lock file {RUN_LOCK} "
+                    f"({exc.strerror or exc}); fix its permissions or use another run_dir"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ConfigError(
+                    f"run_dir {folder} is in use by {_holder(lock)}; wait for it or use "
+                    "another run_dir"
+                ) from None
+            except OSError as exc:  # e.g. a file system without flock: no lock, no refusal
+                os.close(fd)
+                log.warning("run_dir %s: cannot lock %s (%s); not guarding against a second "
+                            "writer", folder, RUN_LOCK, exc.strerror or exc)
+                return
+            try:  # the file may have been replaced while we waited: lock the one in place
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {owner}\n".encode(), 0)
+        _held[key] = [fd, 1]
+
+
+def release_run_lock(folder: Path) -> None:
+    """Undo one :func:`acquire_run_lock` of ``folder``; the last one unlocks it."""
+    key = str(folder.resolve())
+    with _held_guard:
+        entry = _held.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _held[key]
+            fd = entry[0]
+            try:  # empty while free: the file names its holder only while there is one
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            os.close(fd)  # closing the only descriptor releases the flock
+
+
 class RunDir:
     """One run's folder. Metrics rows carry an ``epoch`` key so a resume can drop stale rows.
 
@@ -152,12 +258,14 @@ class RunDir:
     CHECKPOINT = "checkpoint.pt"
 
     #: written when a run starts; a folder holding only these has nothing worth keeping
-    BOOKKEEPING = frozenset({"config.yaml", "log.txt", ".nas-run.json", "genotype.yaml"})
+    BOOKKEEPING = frozenset({"config.yaml", "log.txt", ".nas-run.json", "genotype.yaml",
+                             RUN_LOCK})
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self._handler: logging.Handler | None = None
+        self._locked = False
         self._created_root = None if read_only else _first_missing_ancestor(self.path)
         if not read_only:
             _ensure_writable_dir(self.path)
@@ -168,21 +276,41 @@ class RunDir:
         """False for a read-only view: skip work whose only product is a file."""
         return not self.read_only
 
+    def lock(self, owner: str) -> None:
+        """Be the one process writing this folder until :meth:`close` (``owner``, e.g.
+        ``nas search quick``, names this command to a second one, which gets a
+        ConfigError). Re-entrant within a process; a read-only view never locks."""
+        if self.read_only or self._locked:
+            return
+        acquire_run_lock(self.path, owner)
+        self._locked = True
+
+    def close(self) -> None:
+        """Detach the log and release the folder's lock (what leaving ``with`` does)."""
+        self.detach_log()
+        if self._locked:
+            self._locked = False
+            release_run_lock(self.path)
+
     def __enter__(self) -> RunDir:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: Any) -> None:
-        """Detach the log; a run that failed before writing anything leaves no folder."""
-        self.detach_log()
-        if self.read_only:
-            return
-        root = self._created_root
-        if exc_type is None or root is None or not root.is_dir():
-            return
-        files = [p for p in root.rglob("*") if p.is_file()]
-        if all(p.parent == self.path and p.name in self.BOOKKEEPING for p in files):
-            shutil.rmtree(root, ignore_errors=True)
+        """Detach the log and unlock; a run that failed before writing anything leaves no
+        folder."""
+        try:
+            self.detach_log()
+            if self.read_only:
+                return
+            root = self._created_root
+            if exc_type is None or root is None or not root.is_dir():
+                return
+            files = [p for p in root.rglob("*") if p.is_file()]
+            if all(p.parent == self.path and p.name in self.BOOKKEEPING for p in files):
+                shutil.rmtree(root, ignore_errors=True)
+        finally:
+            self.close()
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name

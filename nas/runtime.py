@@ -59,24 +59,47 @@ def _check_owner(path: Path, command: str, name: str) -> None:
         )
 
 
-def open_run(name: str, run_dir: str | None, command: str) -> RunDir:
+#: Commands whose run folder several processes share by design; the training folders under
+#: it are locked as usual, which is what keeps two processes from training one thing twice.
+#: `nas mo-search` processes on one folder (or storage) are workers of one Optuna study,
+#: each trial in its own ``trials/<n>/``; `nas compare` processes may split one comparison's
+#: entries between them (experiments/fashion_mnist_cpu/run_parallel.sh), each entry's
+#: training in ``<entry>/seed<N>/``, its tables rewritten atomically by the last to finish.
+SHARED_COMMANDS = frozenset({"mo-search", "compare"})
+
+
+def open_run(name: str, run_dir: str | None, command: str, *,
+             exclusive: bool | None = None) -> RunDir:
     """The run folder of ``nas <command>`` for config ``name`` (resumed if it exists).
 
     Default ``runs/<command>/<name>``; a folder claimed by another command or config is
-    refused with a one-line error instead of being overwritten. Under torchrun only rank 0
-    creates and writes it; the other ranks wait for it, then get a read-only view (they
-    read its checkpoint to resume).
+    refused with a one-line error instead of being overwritten, and so is one that another
+    process is writing (its lock, :meth:`RunDir.lock`, held until the ``with`` block ends:
+    two concurrent runs would log every epoch twice). ``exclusive``: lock (default: unless
+    ``command`` is one of :data:`SHARED_COMMANDS`). The lock is re-entrant within a
+    process, and a parent holding its folder still opens its children's (seeds, compare
+    entries, trials). Under torchrun only rank 0 creates, locks and writes it; the other
+    ranks wait for it, then get a read-only view (they read its checkpoint to resume).
     """
+    if exclusive is None:
+        exclusive = command not in SHARED_COMMANDS
     path = Path(run_dir) if run_dir else default_run_dir(command, name)
     world = distributed.current()
     if not world.is_main:
         distributed.barrier("rank 0 to open the run folder")
         return RunDir(path, read_only=True)
     if path.is_dir():
-        _check_owner(path, command, name)
+        _check_owner(path, command, name)  # before the lock: a refusal touches nothing
     run = RunDir(path)
-    if not (path / RUN_OWNER).is_file():
-        atomic_write_text(path / RUN_OWNER, json.dumps({"command": command, "config": name}))
+    try:
+        if exclusive:
+            run.lock(f"nas {command} {name}")
+        _check_owner(path, command, name)  # another command may have claimed it meanwhile
+        if not (path / RUN_OWNER).is_file():
+            atomic_write_text(path / RUN_OWNER, json.dumps({"command": command, "config": name}))
+    except BaseException as exc:  # unlock; a folder this call created goes again
+        run.__exit__(type(exc), exc, exc.__traceback__)
+        raise
     run.attach_log()
     distributed.barrier("rank 0 to open the run folder")
     return run
@@ -117,12 +140,17 @@ def make_loader(
 ) -> BatchLoader:
     """A device-resident loader: augmented when ``train``, plain and ordered otherwise.
 
+    Training loaders drop the partial last batch, so every step has one shape (a compiled
+    model compiles once, not again for the odd batch); a split smaller than one batch keeps
+    its one batch, so an epoch still has a step. Evaluation loaders keep every image.
+
     Under torchrun the batch sizes are global and each rank loads its shard of every batch
     (:class:`BatchLoader`); the training batch must split evenly over the ranks.
     """
     world = distributed.current()
     if train and world.distributed:
         distributed.check_batch_size(cfg.batch_size)
+    drop_last = train and len(data) >= cfg.batch_size
     return BatchLoader(
         data,
         cfg.batch_size if train else cfg.eval_batch_size,
@@ -131,7 +159,7 @@ def make_loader(
         crop_padding=cfg.crop_padding,
         flip=cfg.flip,
         cutout=(cfg.cutout if cutout is None else cutout) if train else 0,
-        drop_last=False,
+        drop_last=drop_last,
         device=device,
         seed=runtime.seed + seed_offset,
         channels_last=channels_last,
@@ -202,19 +230,31 @@ def _cpu_compiler_missing() -> str | None:
     return f"no C++ compiler found (tried {', '.join(str(n) for n in names if n)})"
 
 
-def compile_module(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
-    """``module.compile()`` in place when ``enabled`` and the backend can run here.
+def compile_module(
+    module: nn.Module,
+    device: torch.device,
+    enabled: bool = True,
+    *,
+    mode: str | None = None,
+    backend: str = "inductor",
+) -> nn.Module:
+    """``module.compile(mode=..., backend=...)`` in place when ``enabled`` and the backend
+    can run here.
 
     Compiling in place means every call of ``module`` (the architect's, the weight step's,
     ``functional_call``'s and evaluation's) runs compiled code. On CPU inductor needs a C++
     compiler; without one this logs a single line and leaves the module eager.
+    ``mode="reduce-overhead"`` captures the compiled graphs as CUDA graphs on CUDA (one
+    launch per graph replay instead of one per kernel); on CPU inductor ignores it.
     """
     if not enabled:
         return module
-    if device.type == "cpu":
+    if device.type == "cpu" and backend == "inductor":
         missing = _cpu_compiler_missing()
         if missing is not None:
             log.warning("runtime.compile: %s; running eagerly", missing)
             return module
-    module.compile()
+    options = {} if mode in (None, "default") else {"mode": mode}
+    module.compile(backend=backend, **options)
     return module
+

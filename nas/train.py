@@ -87,17 +87,25 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """Python's, torch's CPU and (where present) every GPU's RNG state, for a checkpoint."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def _cpu_bytes(value: Any) -> torch.Tensor:
+    """An RNG state as the CPU ByteTensor torch's setters insist on, wherever it was loaded
+    (a checkpoint mapped onto a GPU holds GPU tensors: torch.set_rng_state refuses them)."""
+    return torch.as_tensor(value).detach().to(device="cpu", dtype=torch.uint8)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`rng_state` saved; GPU states only where CUDA is present."""
+    torch.set_rng_state(_cpu_bytes(state["torch"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_cpu_bytes(s) for s in state["cuda"]])
 
 
 def _rank_rng(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +171,11 @@ def _fit(
     tensorboard: bool,
 ) -> int:
     start = 0
-    ckpt = run.load_checkpoint(map_location=job.device)
+    # On the CPU, never job.device: the RNG states must stay CPU ByteTensors, and
+    # load_state_dict copies the rest where it belongs (module tensors into the device
+    # parameters; optimizer state cast to each parameter's device, while Adam/SGD's `step`
+    # counters stay CPU tensors as in a fresh optimizer, so a step never syncs on them).
+    ckpt = run.load_checkpoint(map_location="cpu")
     if ckpt is not None:
         start = _restore(job, ckpt, run / run.CHECKPOINT)
         if ckpt.get("stopped"):
@@ -195,6 +207,9 @@ def _epochs(job, run, start, epochs, log_interval, progress, desc, on_epoch, tb)
             dynamic_ncols=True,
         )
         for i, batch in enumerate(bar):
+            # a new step for CUDA-graph trees (runtime.compile_mode=reduce-overhead): the
+            # last step's graph outputs may be overwritten; free when nothing is captured
+            torch.compiler.cudagraph_mark_step_begin()
             loss, correct, n = job.step(batch)
             sums += torch.stack([loss.detach().double() * n, correct.detach().double()])
             count += n
@@ -260,8 +275,11 @@ def sgd_cosine(model: torch.nn.Module, params, optim) -> tuple[torch.optim.SGD, 
 
     ``optim`` is an :class:`nas.config.OptimConfig`; SSL displacements get no weight decay.
     """
+    # foreach: a handful of multi-tensor kernels per step instead of ~4 per weight tensor
+    # (torch picks it on CUDA anyway; explicit, the CPU runs the same code path)
     optimizer = torch.optim.SGD(
-        sgd_param_groups(model, params, optim.weight_decay), lr=optim.lr, momentum=optim.momentum
+        sgd_param_groups(model, params, optim.weight_decay), lr=optim.lr, momentum=optim.momentum,
+        foreach=True,
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, max(optim.epochs, 1), eta_min=optim.lr_min

@@ -30,6 +30,7 @@ from nas.run import RunDir, atomic_write_text
 from nas.runtime import (
     autocast,
     check_device,
+    compile_module,
     load_splits,
     make_loader,
     open_run,
@@ -38,7 +39,6 @@ from nas.runtime import (
 from nas.spaces import SearchSpace, get_space
 from nas.train import fit, seed_everything, sgd_cosine
 
-from .fused import compile_module, rebuild_plans
 from .supernet import Supernet
 
 __all__ = [
@@ -151,6 +151,7 @@ class SearchConfig:
 
     def validate(self) -> None:
         self.space.build()  # unknown ops -> ConfigError now, not mid-run
+        check_search_runtime(self.runtime)
         if self.holdout is not None and not 0.0 < self.holdout < 1.0:
             raise ConfigError(f"holdout must be in (0, 1) or null, got {self.holdout}")
         if self.seeds is not None:
@@ -159,6 +160,20 @@ class SearchConfig:
                 raise ConfigError(
                     f"seeds must be a non-empty list of distinct integers >= 0 or null, got {seeds}"
                 )
+
+
+SYNC_BN_REFUSED = (
+    "runtime.sync_bn is for retraining: a search's BN statistics are per rank and averaged "
+    "each epoch (torch's SyncBatchNorm would sync the host on each of the supernet's BN "
+    "layers every step); set runtime.sync_bn=false"
+)
+
+
+def check_search_runtime(runtime: RuntimeConfig) -> None:
+    """Runtime settings a search refuses before any work: ``sync_bn`` (see
+    :data:`SYNC_BN_REFUSED`)."""
+    if runtime.sync_bn:
+        raise ConfigError(SYNC_BN_REFUSED)
 
 
 def _grads_or_zeros(grads, params):
@@ -211,8 +226,13 @@ class Architect:
     def __init__(self, model: Supernet, cfg: ArchConfig) -> None:
         self.model = model
         self.order = cfg.order
+        # the parameter lists, walked once (model.compile() is in place: same objects)
+        self.arch = model.arch_parameters()
+        named = list(model.named_weight_parameters())
+        self.names = [n for n, _ in named]
+        self.weights = [p for _, p in named]
         self.optimizer = torch.optim.Adam(
-            model.arch_parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+            self.arch, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
 
     def step(
@@ -230,7 +250,7 @@ class Architect:
         a number overrides every group's lr.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        arch = self.model.arch_parameters()
+        arch = self.arch
         if self.order == "first":
             val_loss = loss_fn(self.model(val_batch[0]), val_batch[1])
             (val_loss + cost_fn()).backward(inputs=arch)
@@ -249,9 +269,7 @@ class Architect:
         return loss_fn(out, y)
 
     def _unrolled(self, train_batch, val_batch, loss_fn, w_optimizer, eta) -> torch.Tensor:
-        model = self.model
-        names, weights = zip(*model.named_weight_parameters())
-        arch = model.arch_parameters()
+        names, weights, arch = self.names, self.weights, self.arch
         grads = torch.autograd.grad(
             self._train_loss(train_batch, loss_fn), weights, allow_unused=True
         )
@@ -266,7 +284,9 @@ class Architect:
                 lr = 0.0 if g is None else group["lr"]
                 buf = state.get(p, {}).get("momentum_buffer")
                 step = 0.0 if g is None else lr * _sgd_direction(p, g, group, buf)
-                unrolled[n] = (p - step).requires_grad_()
+                # a Parameter, as the weight it stands for: a compiled model's guards check
+                # the type, so plain tensors would compile the whole supernet once more
+                unrolled[n] = nn.Parameter(p - step)
                 lrs.append(lr)
         val_loss = self._train_loss(val_batch, loss_fn, unrolled)
         all_grads = torch.autograd.grad(
@@ -280,22 +300,22 @@ class Architect:
         # r = 0.01/‖u‖. With one ξ for all weights this is exactly DARTS's ξ·(g⁺ − g⁻)/(2ε),
         # ε = 0.01/‖v‖ (same perturbed weights).
         direction = [lr * d for lr, d in zip(lrs, d_w)]
-        r = 1e-2 / torch.cat([d.flatten() for d in direction]).norm().clamp_min(1e-12)
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(direction)))
+        r = 1e-2 / norm.clamp_min(1e-12)  # a device tensor: never read on the host
+        torch._foreach_mul_(direction, r)  # r·u
         # w ± r·u from a saved copy, and w restored from it bit for bit: undoing the steps in
         # place leaves w an ulp off, enough to move an SSL displacement off the integer where
         # its gradient rule changes (and to make data-parallel ranks disagree with one process)
         saved = [p.detach().clone() for p in weights]
         with torch.no_grad():
-            for p, d in zip(weights, direction):
-                p.add_(d, alpha=float(r))
+            torch._foreach_add_(weights, direction)
         g_pos = torch.autograd.grad(self._train_loss(train_batch, loss_fn), arch, allow_unused=True)
         with torch.no_grad():
-            for p, w, d in zip(weights, saved, direction):
-                p.copy_(w).sub_(d, alpha=float(r))
+            torch._foreach_copy_(weights, saved)
+            torch._foreach_sub_(weights, direction)
         g_neg = torch.autograd.grad(self._train_loss(train_batch, loss_fn), arch, allow_unused=True)
         with torch.no_grad():
-            for p, w in zip(weights, saved):
-                p.copy_(w)
+            torch._foreach_copy_(weights, saved)
         g_pos, g_neg = _grads_or_zeros(g_pos, arch), _grads_or_zeros(g_neg, arch)
         diffs = [gp - gn for gp, gn in zip(g_pos, g_neg)]
         distributed.average_(diffs, n_train)  # linear: the difference of the averages
@@ -310,10 +330,15 @@ class SearchJob:
     Under torchrun (:mod:`nas.distributed`) each rank steps on its shard of every global
     batch; weight and architecture gradients are averaged over the ranks, so weights and
     α stay identical on all of them; BN statistics are per rank (averaged at each epoch's
-    end) unless ``runtime.sync_bn``.
+    end): ``runtime.sync_bn`` is refused (:data:`SYNC_BN_REFUSED`).
+
+    A step makes no host sync in any mode (first/second order, partial channels, edge
+    normalization, cost term, SSL penalty; fused or reference): ``tests/search/
+    test_host_syncs.py`` counts them.
     """
 
     def __init__(self, cfg: SearchConfig, run: RunDir) -> None:
+        check_search_runtime(cfg.runtime)  # configs made without build() skip validate()
         self.cfg = cfg
         self.run = run
         self.world = distributed.current()
@@ -335,6 +360,8 @@ class SearchJob:
         )
         self.eval_loader = make_loader(val, cfg.data, cfg.runtime, self.device, train=False,
                                        **layout)
+        # evaluation sees every image: a last batch of another size (see evaluate)
+        self._eval_uneven = len(val) % cfg.data.eval_batch_size != 0
         self.space = cfg.space.build()
         C, H, W = train_full.shape
         self.model = Supernet(
@@ -351,16 +378,15 @@ class SearchJob:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.world.distributed:
-            self.model = distributed.convert_sync_batchnorm(
-                self.model, self.device, cfg.runtime.sync_bn
-            )
-            rebuild_plans(self.model)  # the fused plans must hold the converted BN modules
             distributed.broadcast_module_(self.model)  # same start on every rank
             distributed.seed_rank(cfg.runtime.seed)
-        compile_module(self.model, self.device, cfg.runtime.compile)  # in place: every call
-        self.w_optimizer, self.scheduler = sgd_cosine(
-            self.model, self.model.weight_parameters(), cfg.optim
+        compile_module(  # in place: every call of the model runs compiled code
+            self.model, self.device, cfg.runtime.compile,
+            mode=cfg.runtime.compile_mode, backend=cfg.runtime.compile_backend,
         )
+        # walked once, not three times a step; compile() is in place: the same objects
+        self.weights = self.model.weight_parameters()
+        self.w_optimizer, self.scheduler = sgd_cosine(self.model, self.weights, cfg.optim)
         self.architect = Architect(self.model, cfg.arch)
         self.cost = None
         if cfg.cost.weight > 0:
@@ -429,9 +455,9 @@ class SearchJob:
             logits = self.model(x)
             loss = self._loss(logits, y)
         self.w_optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.model.weight_parameters())
-        distributed.average_grads_(self.model.weight_parameters(), y.shape[0])  # before clipping
-        nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.cfg.optim.grad_clip)
+        loss.backward(inputs=self.weights)
+        distributed.average_grads_(self.weights, y.shape[0])  # before clipping
+        nn.utils.clip_grad_norm_(self.weights, self.cfg.optim.grad_clip, foreach=True)
         self.w_optimizer.step()
         clamp_bdsc_(self.model)
         correct = (logits.argmax(1) == y).sum()
@@ -444,6 +470,9 @@ class SearchJob:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         n = 0
         for x, y in self.eval_loader:
+            if self._eval_uneven:  # a dynamic batch dim from the first call: the partial
+                # last batch reuses the compiled eval graph, no second compile (eager: no-op)
+                torch._dynamo.maybe_mark_dynamic(x, 0)
             with autocast(self.device, self.cfg.runtime.amp):
                 logits = self.model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -536,6 +565,7 @@ def run_search(cfg: SearchConfig) -> SearchResult:
     if cfg.seeds:
         raise ConfigError("seeds: several seeds run through nas.search.run_search_seeds "
                           "(nas search CONFIG seeds=[...]), not run_search")
+    check_search_runtime(cfg.runtime)  # before the run folder and the process group
     device = check_device(cfg.runtime.device)
     with (distributed.session(device, cfg.runtime.dist_timeout),
           open_run(cfg.name, cfg.run_dir, "search") as run):

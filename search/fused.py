@@ -32,14 +32,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.ops.osep import channel_shuffle
-from nas.runtime import compile_module  # shared with retraining; re-exported here
 
 from .fused_ops import StateCache, Stream, batched_op, is_batchable
 
 if TYPE_CHECKING:
     from .supernet import SearchCell
 
-__all__ = ["CellPlan", "cell_plan", "rebuild_plans", "fused_cell_forward", "compile_module"]
+__all__ = [
+    "CellPlan", "cell_plan", "edge_order", "rebuild_plans", "fused_cell_forward",
+]
 
 log = logging.getLogger("nas")
 
@@ -77,7 +78,6 @@ class CellPlan:
         self.groups = tuple(self._group(cell, j) for j in range(self.steps + 1))
         #: α rows in group order, so each group's rows are one contiguous slice
         self.order = [e for g in self.groups for e in g.edges]
-        self._order_on: dict[torch.device, Tensor] = {}
 
     @staticmethod
     def _group(cell: SearchCell, state: int) -> _SourceGroup:
@@ -93,10 +93,19 @@ class CellPlan:
             ops.append(_OpGroup(index, mods, batchable))
         return _SourceGroup(state, edges, nodes, mixed[0].stride, tuple(ops))
 
-    def order_index(self, device: torch.device) -> Tensor:
-        if device not in self._order_on:
-            self._order_on[device] = torch.tensor(self.order, device=device)
-        return self._order_on[device]
+
+def edge_order(steps: int) -> list[int]:
+    """The cell's edges grouped by the state they read (state 0, 1, then each node in
+    turn): the order :class:`CellPlan` runs them in, so each group's α rows are one
+    contiguous slice of ``weights[edge_order]``.
+
+    :class:`~nas.search.supernet.SearchCell` keeps it as a buffer built at construction,
+    so a compiled forward reads a tensor that is already on the cell's device and fills no
+    cache while it is traced (a cache filled mid-trace made dynamo compile twice).
+    """
+    offsets = [sum(2 + i for i in range(node)) for node in range(steps)]
+    return [offsets[node] + state for state in range(steps + 1)
+            for node in range(max(0, state - 1), steps)]
 
 
 def _has_sync_bn(module: nn.Module) -> bool:
@@ -135,22 +144,31 @@ def _mix(group: _SourceGroup, active: Tensor, coef: Tensor) -> Tensor:
     """``Σ_o coef[e, o]·op_o(x)`` for every edge ``e`` of the group: ``(N, E, C, H, W)``.
 
     ``coef`` holds the group's rows of ``softmax(α)`` (times the edge weights), ``(E, ops)``.
+
+    Mixed in ``coef``'s precision (fp32) whatever the ops ran in: under bf16 autocast the
+    products and their sum are fp32 and only the result is cast back to the ops' dtype, so
+    the gradient of each mixing weight (a sum over the whole batch) is an fp32 sum, as in
+    the official DARTS code. Rounded to bf16, those sums differ from one op to the next by
+    less than their rounding error, and softmax's backward subtracts them: the α gradient
+    was 10-19% off (tests/search/test_bf16_mixing.py).
     """
     e = len(group.edges)
     per_op = coef.t().reshape(coef.shape[1], 1, e, 1, 1, 1)
     s = Stream(active, shared=True, edges=e)
     cache = StateCache()
     total: Tensor | None = None
+    dtype = active.dtype
     for op in group.ops:
         out = _run_op(op, s, cache)
         if out is None:
             continue
         y = out.x.unsqueeze(1) if out.shared else out.x.unflatten(1, (e, -1))
-        w = per_op[op.index].to(y.dtype)  # as the reference's 0-dim weight: no promotion
+        dtype = y.dtype
+        w = per_op[op.index]  # fp32: y·w promotes a bf16 y, the sum stays fp32
         total = y * w if total is None else torch.addcmul(total, y, w)
     if total is None:
         raise ValueError("a supernet edge needs at least one op besides 'none'")
-    return total
+    return total.to(dtype)
 
 
 def _bypass(rest: Tensor, stride: int, edge_weights: Tensor | None) -> Tensor:
@@ -161,7 +179,8 @@ def _bypass(rest: Tensor, stride: int, edge_weights: Tensor | None) -> Tensor:
     rest = rest.unsqueeze(1)
     if edge_weights is None:
         return rest
-    return rest * edge_weights.view(1, -1, 1, 1, 1).to(rest.dtype)
+    # fp32 product (β's gradient an fp32 sum, as in _mix), cast back to the state's dtype
+    return (rest * edge_weights.view(1, -1, 1, 1, 1)).to(rest.dtype)
 
 
 class _NodeSums:
@@ -215,7 +234,7 @@ def fused_cell_forward(
     """
     plan = cell_plan(cell)
     k = plan.partial_k
-    index = plan.order_index(weights.device)
+    index = cell.edge_order  # a buffer: on the cell's device, no per-call cache
     coef = weights if edge_weights is None else weights * edge_weights[:, None]
     coef = coef.index_select(0, index)
     edge_w = None if edge_weights is None or k == 1 else edge_weights.index_select(0, index)

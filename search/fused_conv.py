@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from nas.ops.ssl import _grad_wanted
+
 __all__ = ["depthwise_conv2d", "pointwise_conv2d", "uses_fast_backward"]
 
 
@@ -82,9 +84,9 @@ class _DepthwiseConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.conf
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
+        if _grad_wanted(ctx, 0):
             grad_x = _input_grad(grad, weight, x.shape[2:], stride, padding, dilation)
-        if ctx.needs_input_grad[1]:
+        if _grad_wanted(ctx, 1):  # not in the architecture step's backward(inputs=alphas)
             kernel = tuple(weight.shape[2:])
             grad_w = _weight_grad(x, grad, kernel, stride, padding, dilation)
         return grad_x, grad_w, None, None, None
@@ -117,5 +119,11 @@ def pointwise_conv2d(x: Tensor, weight: Tensor, groups: int) -> Tensor:
     n, c, h, w = x.shape
     o = weight.shape[0]
     w3 = weight.reshape(groups, o // groups, c // groups)
-    y = torch.matmul(w3, x.reshape(n, groups, c // groups, h * w))
-    return y.reshape(n, o, h, w)
+    # bmm over (sample, group) directly: one copy of the small weight per sample (none for
+    # a dense conv), where matmul's broadcasting adds reshapes in both directions
+    if groups == 1:
+        wb = w3.expand(n, o, c)
+    else:
+        wb = w3.unsqueeze(0).expand(n, *w3.shape).contiguous().view(n * groups, *w3.shape[1:])
+    y = torch.bmm(wb, x.reshape(n * groups, c // groups, h * w))
+    return y.view(n, o, h, w)

@@ -167,8 +167,22 @@ def _c2sp(mods: Sequence[nn.Module], s: Stream, cache: StateCache) -> Stream:
     """Shift-pad the shared input once (the padding has no parameters), one dense conv."""
     if not s.shared:
         return _per_edge(mods, s, cache)
-    padded = dataclasses.replace(s, x=mods[0].shift_pad(s.x))
+    padded = dataclasses.replace(s, x=_shift_pad(mods[0], s.x))
     return _conv(mods, padded, cache)
+
+
+def _shift_pad(conv: C2spConv2d, x: Tensor) -> Tensor:
+    """:meth:`C2spConv2d.shift_pad` as one ``F.pad`` per channel group and one ``cat``: the
+    same buffer, and a backward of slices rather than one masked copy per group."""
+    k = conv.kernel_size[0]
+    placement = getattr(conv, "_placement", None)
+    if conv.asymmetric or not placement:
+        return conv.shift_pad(x)
+    parts = [
+        F.pad(x[:, start:stop], (col, k - 1 - col, row, k - 1 - row))
+        for start, stop, row, col in placement
+    ]
+    return _cat_along_channels(parts)
 
 
 def _shuffle_per_edge(x: Tensor, edges: int, groups: int) -> Tensor:
@@ -221,8 +235,14 @@ def _batch_norm(mods: Sequence[nn.Module], s: Stream, cache: StateCache) -> Stre
         return _per_edge(mods, s, cache)  # cumulative averages: rare, keep the module's code
     if s.shared and bn.training and not bn.affine:
         return _shared_batch_norm(mods, s)
-    running_mean = _cat([m.running_mean for m in mods])
-    running_var = _cat([m.running_var for m in mods])
+    # both statistics in one buffer (one cat), updated in place through its two halves; one
+    # edge updates its module's own buffers
+    stats = None
+    if len(mods) == 1:
+        running_mean, running_var = bn.running_mean, bn.running_var
+    else:
+        stats = torch.cat([m.running_mean for m in mods] + [m.running_var for m in mods])
+        running_mean, running_var = stats.chunk(2)
     weight = _cat_optional([m.weight for m in mods])
     bias = _cat_optional([m.bias for m in mods])
     out = F.batch_norm(
@@ -230,36 +250,34 @@ def _batch_norm(mods: Sequence[nn.Module], s: Stream, cache: StateCache) -> Stre
         bn.momentum if bn.training else 0.0, bn.eps,
     )  # fmt: skip
     if bn.training:
-        _write_back(mods, running_mean, running_var)
+        _write_back(mods, stats)
     return _batched(out, s.edges)
 
 
 @torch.no_grad()
-def _write_back(mods: Sequence[nn.Module], running_mean: Tensor, running_var: Tensor) -> None:
-    """Copy the updated concatenated statistics into each module; count the batch."""
-    if len(mods) > 1:
-        c = mods[0].num_features
+def _write_back(mods: Sequence[nn.Module], stats: Tensor | None) -> None:
+    """Copy the updated concatenated statistics (means, then variances; None: updated in
+    place already) into each module; count the batch."""
+    if stats is not None:
         torch._foreach_copy_(
             [m.running_mean for m in mods] + [m.running_var for m in mods],
-            list(running_mean.split(c)) + list(running_var.split(c)),
+            list(stats.split(mods[0].num_features)),
         )
     torch._foreach_add_([m.num_batches_tracked for m in mods], 1)
 
 
 def _shared_batch_norm(mods: Sequence[nn.Module], s: Stream) -> Stream:
     """Training-mode BN without affine on an input all edges share (pooling's BN): the output
-    is the same for every edge, so it is computed once. The batch statistics come from one
-    call with momentum 1 into scratch buffers, then update every module's running stats."""
+    is the same for every edge, so it is computed once. The batch statistics (unbiased
+    variance, as BatchNorm keeps) come from one ``var_mean``, and one multi-tensor ``lerp``
+    moves every module's running statistics towards them."""
     bn = mods[0]
-    mean = torch.zeros_like(bn.running_mean)
-    var = torch.ones_like(bn.running_var)
-    out = F.batch_norm(s.x, mean, var, None, None, True, 1.0, bn.eps)
+    out = F.batch_norm(s.x, None, None, None, None, True, 0.0, bn.eps)
     with torch.no_grad():
-        means = [m.running_mean for m in mods]
-        variances = [m.running_var for m in mods]
-        torch._foreach_mul_(means + variances, 1.0 - bn.momentum)
-        torch._foreach_add_(means, [mean] * len(mods), alpha=bn.momentum)
-        torch._foreach_add_(variances, [var] * len(mods), alpha=bn.momentum)
+        stats = [m.running_mean for m in mods] + [m.running_var for m in mods]
+        var, mean = torch.var_mean(s.x.to(stats[0].dtype), dim=(0, 2, 3), correction=1)
+        batch = [mean] * len(mods) + [var] * len(mods)
+        torch._foreach_lerp_(stats, batch, bn.momentum)
         torch._foreach_add_([m.num_batches_tracked for m in mods], 1)
     return dataclasses.replace(s, x=out)
 

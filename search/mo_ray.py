@@ -4,7 +4,8 @@ Ray Tune's ``OptunaSearch`` samples with the same define-by-run space and sample
 Optuna driver; its study lives in the run's storage (``<study>-ray``, readable by
 optuna-dashboard), and each trial's constraint values reach it before ``tell``, so
 NSGA-II ranks infeasible trials as the Optuna driver does. Trials run as Ray tasks with
-per-trial resources, on a local Ray or on the cluster at ``ray.address``; failed trials
+per-trial resources, on a local Ray or on the cluster at ``ray.address`` (joined with the
+token Ray's token authentication reads, when there is one: :func:`join_cluster`); failed trials
 are retried (``ray.max_failures``), but an error that recurs stops the experiment; an
 interrupted experiment is restored by re-running the command.
 
@@ -15,9 +16,15 @@ so ASHA compares like with like and a trial it stops still has a complete row.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +50,7 @@ from .trial import (
     run_trial,
 )
 
-__all__ = ["run_ray_search", "score"]
+__all__ = ["run_ray_search", "score", "join_cluster", "token_source"]
 
 log = logging.getLogger("nas")
 
@@ -181,6 +188,136 @@ def _searcher(cfg: MOConfig, url: str, metric: Any, mode: Any) -> OptunaSearch:
     )
 
 
+# --- joining a cluster ------------------------------------------------------------------------
+
+_TOKEN_HELP = ("set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file holding it, or put it in "
+               "~/.ray/auth_token (`ray get-auth-token` on the head node prints it)")
+
+
+def token_source() -> str | None:
+    """Where Ray will read the cluster token from, in Ray's order of precedence
+    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``); None if nowhere.
+
+    A ``RAY_AUTH_TOKEN_PATH`` that cannot be read is a ConfigError here: Ray itself aborts
+    the process on it instead of raising.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "").strip()
+    if path:
+        try:
+            text = Path(path).expanduser().read_text()
+        except OSError as err:
+            raise ConfigError(f"RAY_AUTH_TOKEN_PATH={path}: cannot read the Ray token "
+                              f"({err.strerror or err})") from None
+        if not text.strip():
+            raise ConfigError(f"RAY_AUTH_TOKEN_PATH={path}: the file is empty")
+        return f"RAY_AUTH_TOKEN_PATH={path}"
+    default = Path.home() / ".ray" / "auth_token"
+    try:
+        return str(default) if default.read_text().strip() else None
+    except OSError:  # none (or unreadable: Ray could not read it either)
+        return None
+
+
+def _enable_token_auth() -> None:
+    """``RAY_AUTH_MODE=token`` for this process (and the Ray config it has already read)."""
+    try:  # Ray's own switch: sets the variable and refreshes the cached config
+        from ray._private.authentication.authentication_token_setup import (
+            _enable_token_auth as enable,
+        )
+    except ImportError:  # a Ray without token authentication: the variable is harmless
+        os.environ["RAY_AUTH_MODE"] = "token"
+    else:
+        enable()
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``HOST:PORT`` address; None for ``auto`` and ``ray://`` ones."""
+    if address in ("auto", "local") or "://" in address:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"ray.address {address!r}: expected HOST:PORT of a Ray head node "
+                          "(the --port of `ray start --head`), e.g. 127.0.0.1:6379")
+    return host.strip("[]"), int(port)
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Send file descriptor 2 (Ray's C++ warnings go there directly) to a temporary file;
+    the yielded list holds what was written once the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    text: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text.append(tmp.read().decode(errors="replace"))
+
+
+def join_cluster(address: str, probe_timeout_s: float = 5.0) -> None:
+    """``ray.init(address)`` as Ray documents joining a cluster, or one ConfigError line.
+
+    Ray >= 2.52 clusters may require a token (``ray start --head`` enables it when the head
+    has one, e.g. the ``~/.ray/auth_token`` a local ``ray.init`` writes), but a client given
+    an explicit address only sends one with ``RAY_AUTH_MODE=token``; so when a token is
+    available and the mode is unset, the mode is set (a cluster without authentication
+    accepts such a client too). A port nobody listens on is found by a socket probe first,
+    since Ray itself waits minutes on it; a refused token ends Ray's 20 s of retries with
+    a line naming the fix instead of 20 warnings and a traceback.
+    """
+    import ray
+
+    where = _host_port(address)
+    if where is not None:
+        host, port = where
+        try:
+            socket.create_connection(where, timeout=probe_timeout_s).close()
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise ConfigError(f"ray.address {address}: no Ray cluster answers ({reason}); "
+                              f"start one with `ray start --head --port {port}`, or check "
+                              f"the host {host}") from None
+    source = token_source()
+    if source is not None and "RAY_AUTH_MODE" not in os.environ:
+        _enable_token_auth()
+        log.info("joining the Ray cluster at %s with the token from %s", address, source)
+    auth_error = getattr(ray.exceptions, "AuthenticationError", ConnectionError)
+    with _stderr_captured() as captured:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            failure = None
+        except (ConnectionError, auth_error) as err:
+            failure = err
+    text = "".join(captured)
+    if failure is None:
+        sys.stderr.write(text)  # nothing hidden from a run that joined
+        return
+    if "InvalidAuthToken" in text or "Unauthenticated" in text or isinstance(
+            failure, auth_error):
+        mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+        if source is not None and mode == "disabled":
+            fix = "unset RAY_AUTH_MODE (it is 'disabled', so the token is never sent)"
+            why = "it requires a token"
+        elif source is None:
+            fix, why = _TOKEN_HELP, "it requires a token"
+        else:
+            fix, why = _TOKEN_HELP, f"it rejects the token from {source}"
+        raise ConfigError(f"ray.address {address} refused the connection: {why}; "
+                          f"{fix}") from None
+    first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+    raise ConfigError(f"ray.address {address}: could not join the Ray cluster ({first}); "
+                      "is it a Ray head node of the same Ray version?") from None
+
+
 def run_ray_search(cfg: MOConfig) -> dict[str, Any]:
     """Run (or restore) the Ray Tune experiment; write the same outputs as the Optuna driver."""
     import ray
@@ -189,6 +326,12 @@ def run_ray_search(cfg: MOConfig) -> dict[str, Any]:
     if cfg.storage:  # a given URL fails before anything is loaded or logged
         rdb_storage(cfg.storage)
     check_inputs(cfg, devices=cfg.ray.address is None)  # a cluster's devices are remote
+    if not ray.is_initialized():  # before the run folder: a cluster that refuses touches nothing
+        if cfg.ray.address is None:
+            ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        else:
+            join_cluster(cfg.ray.address)
     with open_run(cfg.name, cfg.run_dir, "mo-search") as run:
         run.save_config(dump_config(cfg))
         if cfg.runtime.threads is None:  # a trial's threads are the CPUs Ray reserved for it
@@ -201,14 +344,6 @@ def run_ray_search(cfg: MOConfig) -> dict[str, Any]:
         else:
             metric = list(cfg.objectives)
             mode = ["max" if OBJECTIVES[o] == "maximize" else "min" for o in cfg.objectives]
-        if not ray.is_initialized():
-            ray.init(
-                address=cfg.ray.address,
-                num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
         storage = (run.path / "ray").resolve()
         trials_root = str((run.path / "trials").resolve())
         trainable = tune.with_resources(

@@ -16,7 +16,7 @@ from nas.ops import OPS
 from nas.ops.darts import FactorizedReduce, ReLUConvBN
 from nas.spaces import SearchSpace
 
-from .fused import cell_plan, fused_cell_forward
+from .fused import cell_plan, edge_order, fused_cell_forward
 
 __all__ = ["MixedOp", "SearchCell", "Supernet", "channel_shuffle", "derive_cell"]
 
@@ -25,6 +25,18 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet channel shuffle: (N, g·c, H, W) -> interleave the g groups."""
     n, c, h, w = x.shape
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def _weighted_sum(weights: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
+    """``Σ_o w_o·y_o`` in the weights' precision, cast back to the ops' dtype: under bf16
+    autocast the α gradients are fp32 sums, as in the fused path (``fused._mix``)."""
+    total = sum(w * y.to(w.dtype) for w, y in zip(weights, outs))
+    return total.to(outs[0].dtype)
+
+
+def _edge_weighted(weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """An edge's output times its edge-normalization weight, in the weight's precision."""
+    return (weight * out.to(weight.dtype)).to(out.dtype)
 
 
 class MixedOp(nn.Module):
@@ -46,10 +58,10 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if self.k == 1:
-            return sum(w * op(x) for w, op in zip(weights, self.ops))
+            return _weighted_sum(weights, [op(x) for op in self.ops])
         cp = x.shape[1] // self.k
         active, bypass = x[:, :cp], x[:, cp:]
-        out = sum(w * op(active) for w, op in zip(weights, self.ops))
+        out = _weighted_sum(weights, [op(active) for op in self.ops])
         if self.stride > 1:
             bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)
         return channel_shuffle(torch.cat([out, bypass], dim=1), self.k)
@@ -82,6 +94,11 @@ class SearchCell(nn.Module):
             for i in range(space.steps)
             for j in range(2 + i)
         )
+        # the fused forward's α row order (nas.search.fused.edge_order); a buffer so it
+        # moves with .to(device) and a compiled call reads it without filling a cache
+        self.register_buffer(
+            "edge_order", torch.tensor(edge_order(space.steps)), persistent=False
+        )
 
     def forward(
         self,
@@ -97,7 +114,7 @@ class SearchCell(nn.Module):
             for j, h in enumerate(states):
                 out = self.edges[offset + j](h, weights[offset + j])
                 if edge_weights is not None:
-                    out = edge_weights[offset + j] * out
+                    out = _edge_weighted(edge_weights[offset + j], out)
                 terms.append(out)
             offset += len(states)
             states.append(sum(terms))
@@ -205,6 +222,13 @@ class Supernet(nn.Module):
             cell_plan(self.cells[-1])  # built now, outside any torch.compile trace
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
+        # which cells are normal/reduction, for expected_cost's index_select: built once
+        # (a host list turned into a device tensor each step was a host-to-device copy,
+        # and a boolean mask index a device sync)
+        reduce_flags = [c.reduction for c in self.cells]
+        for name, flag in (("normal_cells", False), ("reduce_cells", True)):
+            index = [i for i, r in enumerate(reduce_flags) if r == flag]
+            self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
         n_edges, n_ops = space.num_edges, len(space.ops)
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(n_edges, n_ops))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges, n_ops))
@@ -264,10 +288,9 @@ class Supernet(nn.Module):
 
     def expected_cost(self, cost: torch.Tensor) -> torch.Tensor:
         """Σ_cells Σ_edges Σ_ops softmax(α)·cost; ``cost`` is (cells, edges, ops)."""
-        normal = torch.tensor([not c.reduction for c in self.cells], device=cost.device)
         w_n, w_r = self.op_weights(False), self.op_weights(True)
-        total_n = (cost[normal] * w_n).sum()
-        total_r = (cost[~normal] * w_r).sum()
+        total_n = (cost.index_select(0, self.normal_cells.to(cost.device)) * w_n).sum()
+        total_r = (cost.index_select(0, self.reduce_cells.to(cost.device)) * w_r).sum()
         return total_n + total_r
 
     # derivation ----------------------------------------------------------------------

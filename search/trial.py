@@ -351,7 +351,8 @@ def _search_genotype(params: dict[str, Any], cfg: MOConfig, trial_dir: Path) -> 
             weight=float(params.get("cost_weight", 0.0)) if params.get("use_cost") else 0.0,
             device=cfg.latency.device, **table,
         ),
-        runtime=dataclasses.replace(cfg.runtime, progress=False),
+        # one process: sync_bn has nothing to sync there, and searches refuse it
+        runtime=dataclasses.replace(cfg.runtime, progress=False, sync_bn=False),
         # the holdout that scores the genotype afterwards stays out of the search too
         holdout=cfg.budget.holdout,
         holdout_seed=cfg.runtime.seed,

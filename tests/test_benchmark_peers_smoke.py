@@ -66,10 +66,18 @@ class Architect:
 '''
 
 
-def _fake_checkout(root: Path, kind: str) -> Path:
+# A peer that sizes torch's threads itself while it builds its model (as our SearchJob does
+# through nas.threads): whatever each side's code does, both must be timed at --threads.
+MODEL_SEARCH_SETS_THREADS = MODEL_SEARCH.replace(
+    "        self._criterion = criterion\n",
+    "        self._criterion = criterion\n        torch.set_num_threads(1)\n",
+)
+
+
+def _fake_checkout(root: Path, kind: str, model_search: str = MODEL_SEARCH) -> Path:
     code = root / "cnn" if kind == "darts" else root
     code.mkdir(parents=True)
-    (code / "model_search.py").write_text(MODEL_SEARCH.format(kind=kind))
+    (code / "model_search.py").write_text(model_search.format(kind=kind))
     (code / "architect.py").write_text(ARCHITECT)
     (code / "operations.py").write_text("import torch\nOPS = {'relu': torch.relu}\n")
     (code / "genotypes.py").write_text("PRIMITIVES = ['none', 'skip_connect']\n")
@@ -96,6 +104,7 @@ def test_every_case_runs_against_both_checkouts(tmp_path: Path) -> None:
         assert r["peer_mem_MB"] > 0 and r["ours_mem_MB"] > 0
     assert rows["pcdarts-first"]["ours_k"] == 4 and rows["darts-second"]["ours_k"] == 1
     assert rows["darts-second"]["order"] == "second"
+    assert all(r["peer_threads"] == 1 == r["ours_threads"] for r in rows.values())
     meta = data["metadata"]
     assert meta["peers"] == {"darts": str(darts / "cnn"), "pcdarts": str(pcdarts)}
     assert all(len(ms["peer"]) == 2 == len(ms["ours"]) for ms in meta["rounds_ms"].values())
@@ -112,3 +121,18 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path: Path) -> None:
     proc = run_benchmark("peers", "--quick", "--darts-dir", str(darts), "--cases",
                          "pcdarts-first")
     assert proc.returncode == 2 and "needs --pcdarts-dir" in proc.stderr
+
+
+def test_both_sides_are_timed_at_the_threads_asked_for(tmp_path: Path) -> None:
+    darts = _fake_checkout(tmp_path / "darts", "darts", MODEL_SEARCH_SETS_THREADS)
+    out = tmp_path / "out"
+    proc = run_benchmark("peers", "--quick", "--darts-dir", str(darts), "--cases",
+                         "darts-first", "--threads", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "peers.json").read_text())
+    (row,) = data["rows"]
+    # Measured inside each side's timed blocks: neither the peer's set_num_threads(1) nor
+    # our job's own thread sizing (nas.threads) may leave a side on another count.
+    assert row["peer_threads"] == 2 and row["ours_threads"] == 2, row
+    assert data["metadata"]["complete"] is True
+    assert "held at 2 on both sides" in (out / "peers.md").read_text()

@@ -65,3 +65,33 @@ def test_run_dir_metrics_and_atomic_checkpoint(tmp_path):
     run.save_checkpoint({"epoch": 2, "cfg": DataConfig().name})
     assert run.load_checkpoint() == {"epoch": 2, "cfg": "cifar10"}
     assert not list((tmp_path / "r").glob("*.tmp"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+    name: str
+    size: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Listing:
+    items: list[_Item] = dataclasses.field(default_factory=lambda: [_Item("a"), _Item("b")])
+    tags: list[str] = dataclasses.field(default_factory=list)
+
+
+def test_named_list_entries_take_overrides_by_name(tmp_path):
+    path = tmp_path / "listing.yaml"
+    path.write_text("items: [{name: a, size: 2}, {name: b}]\n")
+    cfg = load_config(_Listing, path, ["items.b.size=5"])
+    assert cfg.items == [_Item("a", 2), _Item("b", 5)]
+    assert load_config(_Listing, None, ["items.a.size=3"]).items == [_Item("a", 3), _Item("b")]
+    # a whole list still replaces the list; plain lists are untouched by the by-name rule
+    assert load_config(_Listing, path, ["items=[{name: c}]"]).items == [_Item("c")]
+    assert load_config(_Listing, path, ["tags=[x]"]).tags == ["x"]
+    with pytest.raises(ConfigError, match=r"no entry named 'z' \(entries: a, b\)"):
+        load_config(_Listing, path, ["items.z.size=1"])
+    # _Item names no OVERRIDE_KEY: a bare value says which form to use
+    with pytest.raises(ConfigError, match=r"items\.a\.KEY=VALUE"):
+        load_config(_Listing, path, ["items.a=4"])
+    with pytest.raises(ConfigError, match="cannot be renamed"):
+        load_config(_Listing, path, ["items.a.name=q"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,53 @@ def test_imagefolder(tmp_path):
     assert d.images.shape == (2, 1, 5, 5) and d.num_classes == 1
     with pytest.raises(DataError, match="test/"):
         load_dataset(f"imagefolder:{single}", split="test")
+
+
+def test_imagefolder_on_a_tree_that_is_not_a_dataset_fails_fast():
+    """/proc/self links to the whole file system: the old full walk ran for minutes."""
+    start = time.perf_counter()
+    with pytest.raises(DataError) as err:
+        load_dataset("imagefolder:/proc/self")
+    assert time.perf_counter() - start < 2.0
+    msg = str(err.value)
+    assert "\n" not in msg and "/proc/self" in msg and "PATH/<class>/<image files>" in msg
+
+
+def test_imagefolder_without_images_names_what_was_expected(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"no class folders in .*flat \(1 files, e\.g\. notes"):
+        load_dataset(f"imagefolder:{flat}")
+    texts = tmp_path / "texts"
+    (texts / "cat").mkdir(parents=True)
+    (texts / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError) as err:
+        load_dataset(f"imagefolder:{texts}")
+    msg = str(err.value)
+    assert "\n" not in msg and f"class folder {texts / 'cat'} has no image files" in msg
+    # one class of images beside one of text files: the second one is named
+    save_png(texts / "ant" / "0.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match="class folder .*cat has no image files"):
+        load_dataset(f"imagefolder:{texts}")
+
+
+def test_imagefolder_accepts_images_a_level_down_and_shows_a_bar_on_large_trees(
+        tmp_path, monkeypatch, capsys):
+    """The walk recurses, so class/<sub>/image.png stays a valid layout."""
+    import nas.data
+
+    for cls in ("a", "b"):
+        for i in range(2):
+            save_png(tmp_path / cls / "sub" / f"{i}.png", np.full((4, 4), 50 * i, np.uint8))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(nas.data, "_BAR_MIN_FILES", 2)
+    d = load_dataset(f"imagefolder:{tmp_path}")
+    assert d.images.shape == (4, 1, 4, 4) and d.classes == ("a", "b")
+    assert "decoding" in capsys.readouterr().err
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # nas -q
+    load_dataset(f"imagefolder:{tmp_path}")
+    assert "decoding" not in capsys.readouterr().err
 
 
 def test_synthetic_deterministic_and_learnable():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import site
 import subprocess
 import sys
@@ -72,3 +73,41 @@ def test_wheel_imports_in_fresh_venv(tmp_path: Path):
     assert proc.returncode == 0, f"import from the wheel failed:\n{proc.stderr[-3000:]}"
     out = proc.stdout.strip()
     assert Path(out).resolve().is_relative_to(Path(inner_site).resolve()), out
+
+
+#: A call in the package's source -> the first torch release that has it. A floor in
+#: pyproject.toml below one of these installs a torch the code then fails on.
+TORCH_API_FLOORS: dict[str, tuple[str, tuple[int, int]]] = {
+    "torch.onnx.export(dynamo=...)": (r"\bdynamo=(?:True|False)\b", (2, 5)),
+    "torch.amp.is_autocast_available": (r"torch\.amp\.is_autocast_available\(", (2, 4)),
+    "torch.compiler.is_compiling": (r"torch\.compiler\.is_compiling\(", (2, 3)),
+    "nn.Module.compile()": (r"\w\.compile\(\)", (2, 2)),
+}
+#: Source folders of the installed package (pyproject's package-dir).
+PACKAGE_DIRS = ("nas", "search", "evaluate", "spaces")
+
+
+def _floor(requirement: str) -> tuple[int, ...]:
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(rf'"{re.escape(requirement)}>=([0-9.]+)"', text)
+    assert match, f"pyproject.toml has no {requirement}>= floor"
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def _apis_used() -> dict[str, tuple[int, int]]:
+    sources = "\n".join(p.read_text() for d in PACKAGE_DIRS for p in (ROOT / d).rglob("*.py"))
+    return {api: version for api, (pattern, version) in TORCH_API_FLOORS.items()
+            if re.search(pattern, sources)}
+
+
+def test_torch_floor_covers_the_apis_the_code_calls():
+    used = _apis_used()
+    assert "torch.amp.is_autocast_available" in used  # the table still matches the code
+    floor = _floor("torch")
+    too_new = {api: v for api, v in used.items() if floor[:2] < v}
+    assert not too_new, f"torch>={'.'.join(map(str, floor))} lacks {too_new}"
+
+
+def test_torchvision_floor_is_the_release_of_the_torch_floor():
+    torch_floor, vision_floor = _floor("torch"), _floor("torchvision")
+    assert torch_floor[0] == 2 and vision_floor[:2] == (0, torch_floor[1] + 15)

@@ -204,9 +204,10 @@ def clamp_bdsc_(model: nn.Module) -> None:
     Call after each optimizer step (the paper clamps at the start of each iteration); the
     forward pass never clamps, so autograd never sees an in-place change of ``Q``.
     """
-    for m in model.modules():
-        if isinstance(m, BDSCConv2d):
-            m.clamp_()
+    latents = [m.Q for m in model.modules() if isinstance(m, BDSCConv2d)]
+    if latents:  # two multi-tensor ops for every layer, not one clamp per layer
+        torch._foreach_clamp_min_(latents, -1.0)
+        torch._foreach_clamp_max_(latents, 1.0)
 
 
 @register_op("bdsc_conv_3x3")

@@ -18,9 +18,13 @@ channels.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -32,6 +36,7 @@ __all__ = [
     "IntegerShift2d",
     "round_half_away",
     "integer_shift",
+    "displacement_grad_disabled",
     "ssl_penalty",
     "ssl_sparsity",
     "displacement_parameters",
@@ -47,21 +52,45 @@ def round_half_away(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
+def _shift_index(
+    h: int, w: int, dx: torch.Tensor, dy: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flat source index ``(i + dy[c])·w + (j + dx[c])`` (clamped into the map) and where
+    it falls outside the map, both ``(C, H, W)``: a dozen small ops, no host sync."""
+    ar = torch.arange(max(h, w), device=device)
+    rows = ar[:h] + dy.to(device, torch.long).view(-1, 1)  # (C, H)
+    cols = ar[:w] + dx.to(device, torch.long).view(-1, 1)  # (C, W)
+    rows_in, cols_in = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
+    outside = (rows != rows_in).unsqueeze(2) | (cols != cols_in).unsqueeze(1)
+    index = (rows_in * w).unsqueeze(2) + cols_in.unsqueeze(1)
+    return index, outside
+
+
+def _gather_shift(x: torch.Tensor, index: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    out = flat.gather(2, index.view(1, c, h * w).expand(n, c, h * w)).view(n, c, h, w)
+    return out.masked_fill(outside, 0)
+
+
 def integer_shift(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     """``O[n, c, i, j] = x[n, c, i + dy[c], j + dx[c]]``, zero outside the map.
 
     ``dx``, ``dy``: integer tensors of shape ``(C,)``. One ``gather`` over a flattened map with
     per-channel index arithmetic; no interpolation and no Python loop over channels.
     """
-    n, c, h, w = x.shape
-    dev = x.device
-    rows = torch.arange(h, device=dev).view(1, h, 1) + dy.to(dev, torch.long).view(c, 1, 1)
-    cols = torch.arange(w, device=dev).view(1, 1, w) + dx.to(dev, torch.long).view(c, 1, 1)
-    valid = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)  # (C, H, W)
-    index = rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)  # (C, H, W)
-    flat = x.reshape(n, c, h * w)
-    out = flat.gather(2, index.view(1, c, h * w).expand(n, c, h * w)).view(n, c, h, w)
-    return out.masked_fill(~valid, 0)
+    index, outside = _shift_index(x.shape[2], x.shape[3], dx, dy, x.device)
+    return _gather_shift(x, index, outside)
+
+
+def _unshift(grad: torch.Tensor, index: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """The adjoint of :func:`_gather_shift` (the inverse integer shift of ``grad``): every
+    in-map output position came from exactly one input position, so scattering the in-map
+    gradient back with a sum is exact (the outside ones add zeros) and needs no new index."""
+    n, c, h, w = grad.shape
+    src = grad.masked_fill(outside, 0).reshape(n, c, h * w)
+    out = torch.zeros_like(src).scatter_add_(2, index.view(1, c, h * w).expand(n, c, h * w), src)
+    return out.view(n, c, h, w)
 
 
 def _displacement_grad(x: torch.Tensor, grad: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
@@ -75,31 +104,67 @@ def _displacement_grad(x: torch.Tensor, grad: torch.Tensor, disp: torch.Tensor) 
 
     At an exact integer ``α`` the derivative jumps; the mean of the left and right derivatives
     is the central difference ``(I[·, α+1] − I[·, α−1]) / 2`` (likewise for ``β``). Each term is
-    a per-channel correlation ``Σ_{n,i,j} grad·shift(I, dy, dx)``: eight fixed offsets, one
-    ``gather`` each, no loop over channels.
+    a per-channel correlation ``Σ_{n,i,j} grad·shift(I, dy, dx)`` at an offset within one
+    step of ``(b0, a0)``: the input is zero-padded by one, shifted by ``(b0, a0)`` once, and
+    the nine correlations of that 3x3 neighbourhood are one product and one sum over a
+    windowed view; no loop over channels or offsets.
     """
     acc = torch.promote_types(torch.promote_types(x.dtype, grad.dtype), torch.float32)
     d = disp.detach().to(acc)
-    a, b = d[:, 0], d[:, 1]
-    a0, b0 = torch.floor(a), torch.floor(b)
-    ta, tb = a - a0, b - b0
-    int_a, int_b = ta == 0, tb == 0
-    a0l, b0l = a0.long(), b0.long()
-    # Column pair for ∂/∂α (row pair for ∂/∂β): (a0, a0+1) in a cell, (a−1, a+1) at an integer.
-    a_lo = torch.where(int_a, a0l - 1, a0l)
-    b_lo = torch.where(int_b, b0l - 1, b0l)
-    scale_a = torch.where(int_a, 0.5, 1.0)
-    scale_b = torch.where(int_b, 0.5, 1.0)
-    offsets = (  # (dy, dx)
-        (b0l, a_lo), (b0l, a0l + 1), (b0l + 1, a_lo), (b0l + 1, a0l + 1),  # for α
-        (b_lo, a0l), (b0l + 1, a0l), (b_lo, a0l + 1), (b0l + 1, a0l + 1),  # for β
-    )  # fmt: skip
-    g = grad.to(acc)
-    xf = x.to(acc)
-    dots = [(g * integer_shift(xf, dx, dy)).sum(dim=(0, 2, 3)) for dy, dx in offsets]
-    grad_a = scale_a * ((1 - tb) * (dots[1] - dots[0]) + tb * (dots[3] - dots[2]))
-    grad_b = scale_b * ((1 - ta) * (dots[5] - dots[4]) + ta * (dots[7] - dots[6]))
-    return torch.stack((grad_a, grad_b), dim=1).to(disp.dtype)
+    base = torch.floor(d)
+    frac = d - base  # (C, 2): [ta, tb]
+    shift = base.long()
+    n, c, h, w = x.shape
+    padded = F.pad(x.to(acc), (1, 1, 1, 1))
+    index, outside = _shift_index(h + 2, w + 2, shift[:, 0], shift[:, 1], x.device)
+    moved = _gather_shift(padded, index, outside)  # moved[i+1+u, j+1+v] = I[i+b0+u, j+a0+v]
+    windows = moved.unfold(2, h, 1).unfold(3, w, 1)  # (N, C, 3, 3, H, W), a view
+    corr = (windows * grad.to(acc)[:, :, None, None]).sum(dim=(0, 4, 5))  # (C, 3(u), 3(v))
+    # [:, 0]: rows u, columns v (for α); [:, 1]: rows v, columns u (for β)
+    both = torch.stack((corr, corr.transpose(1, 2)), dim=1)  # (C, 2, 3, 3)
+    central = (both[..., 2] - both[..., 0]) * 0.5  # (C, 2, 3): over the other axis
+    right = both[..., 2] - both[..., 1]
+    slope = torch.where(frac.unsqueeze(-1) == 0, central, right)
+    # blend the rows at the other axis' offsets 0 and +1 by its fraction (tb for α, ta for β)
+    return torch.lerp(slope[..., 1], slope[..., 2], frac.flip(1)).to(disp.dtype)
+
+
+_NO_DISPLACEMENT_GRAD = 0  # depth of displacement_grad_disabled() blocks (process-wide)
+
+
+@contextlib.contextmanager
+def displacement_grad_disabled() -> Iterator[None]:
+    """Inside, SSL layers keep nothing for and compute no displacement gradient.
+
+    For passes whose displacement gradients would be thrown away, e.g. the first-order
+    architecture step (``backward(inputs=alphas)``): its backward still needs the input
+    gradient of every shift, but not the eight-offset correlation behind the displacement
+    gradient. Wrap the forward and the backward; the displacements get no ``.grad`` from
+    them. Process-wide rather than thread-local: on CUDA the backward runs in autograd's
+    device thread, which a thread-local flag would not reach.
+    """
+    global _NO_DISPLACEMENT_GRAD
+    _NO_DISPLACEMENT_GRAD += 1
+    try:
+        yield
+    finally:
+        _NO_DISPLACEMENT_GRAD -= 1
+
+
+def _grad_wanted(ctx: Any, i: int) -> bool:
+    """Whether this backward pass uses the gradient of input ``i``: ``needs_input_grad`` says
+    only that the input requires grad; with ``backward(inputs=...)`` or ``autograd.grad``
+    the engine may never use it. Asks the engine where it can, else assumes it is used."""
+    if not ctx.needs_input_grad[i]:
+        return False
+    will_run = getattr(torch._C, "_will_engine_execute_node", None)
+    node = ctx.next_functions[i][0]
+    if will_run is None or node is None or torch.compiler.is_compiling():
+        return True
+    try:
+        return bool(will_run(node))
+    except RuntimeError:  # e.g. a leaf under autograd.grad(): not supported, assume used
+        return True
 
 
 class _QuantizedShift(torch.autograd.Function):
@@ -108,17 +173,20 @@ class _QuantizedShift(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         shifts = round_half_away(disp.detach()).long()
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, disp, shifts)
-        return integer_shift(x, shifts[:, 0], shifts[:, 1])
+        index, outside = _shift_index(x.shape[2], x.shape[3], shifts[:, 0], shifts[:, 1], x.device)
+        ctx.want_disp = ctx.needs_input_grad[1] and not _NO_DISPLACEMENT_GRAD
+        keep = ctx.want_disp
+        ctx.save_for_backward(x if keep else None, disp if keep else None, index, outside)
+        return _gather_shift(x, index, outside)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, disp, shifts = ctx.saved_tensors
+        x, disp, index, outside = ctx.saved_tensors
         grad_x = grad_d = None
-        if ctx.needs_input_grad[0]:
-            grad_x = integer_shift(grad, -shifts[:, 0], -shifts[:, 1])
-        if ctx.needs_input_grad[1]:
+        if _grad_wanted(ctx, 0):
+            grad_x = _unshift(grad, index, outside)
+        if ctx.want_disp and not _NO_DISPLACEMENT_GRAD and _grad_wanted(ctx, 1):
             grad_d = _displacement_grad(x, grad, disp)
         return grad_x, grad_d
 
@@ -214,14 +282,14 @@ def ssl_penalty(model: nn.Module, norm: str = "l2") -> torch.Tensor:
     """
     if norm not in ("l1", "l2"):
         raise ConfigError(f"ssl_penalty norm must be 'l1' or 'l2', got {norm!r}")
-    terms = []
-    for m in _shift_layers(model):
-        d = m.displacement.detach() if m.frozen else m.displacement
-        terms.append(d.abs().sum() if norm == "l1" else d.pow(2).sum())
-    if not terms:
+    layers = _shift_layers(model)
+    if not layers:
         p = next(model.parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
-    return torch.stack(terms).sum()
+    # one concatenation and two reductions for all layers (not two ops per layer)
+    d = torch.cat([(m.displacement.detach() if m.frozen else m.displacement).reshape(-1)
+                   for m in layers])
+    return d.abs().sum() if norm == "l1" else d.pow(2).sum()
 
 
 @torch.no_grad()

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from nas import runtime
 from nas.config import build
 from nas.ops.darts import Zero
-from nas.search import fused
 from nas.search.darts import ArchConfig, Architect
 from nas.search.fused_conv import depthwise_conv2d, pointwise_conv2d, uses_fast_backward
 from nas.search.supernet import Supernet
@@ -258,11 +258,9 @@ def test_pointwise_matches_conv(groups):
 
 def test_compile_falls_back_without_compiler(monkeypatch, caplog):
     model = torch.nn.Linear(2, 2)
-    from nas import runtime
-
     monkeypatch.setattr(runtime, "_cpu_compiler_missing", lambda: "no C++ compiler found (tried x)")
     with caplog.at_level(logging.WARNING, logger="nas"):
-        out = fused.compile_module(model, torch.device("cpu"))
+        out = runtime.compile_module(model, torch.device("cpu"))
     assert out is model and model._compiled_call_impl is None
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["runtime.compile: no C++ compiler found (tried x); running eagerly"]
@@ -282,7 +280,7 @@ def test_compiled_fused_supernet_matches_reference():
     torch._dynamo.utils.counters.clear()
     ref, fus = _pair("darts", 2, True, ops=["none", "max_pool_3x3", "sep_conv_3x3"], steps=1,
                      multiplier=1)
-    fused.compile_module(fus, torch.device("cpu"))
+    runtime.compile_module(fus, torch.device("cpu"))
     x, y = _batch()
     for model in (ref, fus):
         F.cross_entropy(model(x), y).backward()

@@ -8,13 +8,15 @@ import os
 import subprocess
 import sys
 
-import optuna
 import pytest
-from _mo_helpers import TINY, tiny_cfg
-from test_mo_sampling import first_params_m
 
-from nas.cli import main
-from nas.search.mo_ray import score
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("ray")
+from _mo_helpers import TINY, tiny_cfg  # noqa: E402
+from test_mo_sampling import first_params_m  # noqa: E402
+
+from nas.cli import main  # noqa: E402
+from nas.search.mo_ray import score  # noqa: E402
 
 WEIGHTS = {"val_acc": 1.0, "params": 10.0}
 

@@ -106,6 +106,7 @@ def test_killed_search_resumes_to_same_genotype(tmp_path: Path):
         (["data.name=npz:/nonexistent/data.npz", "data.options={}"], "data.npz"),
         (["optim.lrr=0.1"], "optim.lrr"),
         (["model.partial_channels=3"], "partial_channels"),
+        (["runtime.sync_bn=true"], "runtime.sync_bn is for retraining"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, capsys, override, needle):
@@ -113,6 +114,22 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, capsys, override, need
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_run_search_refuses_sync_bn_before_any_work(tmp_path: Path):
+    """A config made without build() (dataclasses.replace, as MO trials do) is refused by
+    run_search itself, before the run folder exists."""
+    import dataclasses
+
+    from nas.errors import ConfigError
+    from nas.search.darts import SearchConfig, run_search
+
+    cfg = SearchConfig(run_dir=str(tmp_path / "r"))
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, sync_bn=True))
+    with pytest.raises(ConfigError, match="runtime.sync_bn is for retraining") as err:
+        run_search(cfg)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "r").exists()
 
 
 def test_unknown_config_name_exits_2(capsys):
