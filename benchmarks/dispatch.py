@@ -87,6 +87,20 @@ _INDEX_OPS = frozenset({
 })  # fmt: skip
 
 
+def is_host_sync(func, args: tuple[Any, ...], ignore: set[int] = frozenset()) -> bool:
+    """Whether the aten call ``func(*args)`` makes the host wait for the device: one of
+    :data:`SYNC_OPS` (unless it reads a tensor whose ``data_ptr`` is in ``ignore``), or an
+    index op with a boolean mask. The one definition, also used by ``tests/_sync_counter.py``."""
+    if func in SYNC_OPS:
+        first = args[0] if args else None
+        return not (isinstance(first, torch.Tensor) and first.data_ptr() in ignore)
+    if func in _INDEX_OPS:
+        indices = args[1] if len(args) > 1 else ()
+        return any(isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)
+                   for t in (indices or ()))
+    return False
+
+
 class OpCounter(TorchDispatchMode):
     """Counts the non-view ATen ops dispatched inside it, and the host syncs among them.
 
@@ -116,14 +130,7 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
     def _is_sync(self, func, args: tuple[Any, ...]) -> bool:
-        if func in SYNC_OPS:
-            first = args[0] if args else None
-            return not (isinstance(first, torch.Tensor) and first.data_ptr() in self._ignore)
-        if func in _INDEX_OPS:
-            indices = args[1] if len(args) > 1 else ()
-            return any(isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)
-                       for t in (indices or ()))
-        return False
+        return is_host_sync(func, args, self._ignore)
 
 
 def optimizer_steps(*optimizers: torch.optim.Optimizer) -> list[torch.Tensor]:

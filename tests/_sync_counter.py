@@ -1,4 +1,4 @@
-"""Count the aten calls that make the host wait for the device (shared by tests and benchmarks).
+"""Count the aten calls that make the host wait for the device, with their call stacks.
 
 On CUDA these copy a value to the host (``.item()``, ``bool(t)``, ``float(t)``) or must
 learn a data-dependent size before they can allocate their output (``nonzero``, boolean
@@ -24,58 +24,18 @@ Some tensors stay on the host in a GPU run too, and reading them syncs nothing: 
 from __future__ import annotations
 
 import collections
+import sys
 import traceback
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from dispatch import SYNC_OPS, is_host_sync, optimizer_steps  # noqa: E402  (one definition)
+
 __all__ = ["HostSyncCounter", "SYNC_OPS", "optimizer_steps"]
-
-_aten = torch.ops.aten
-
-#: ops that always read a value or a data-dependent size back to the host
-SYNC_OPS = frozenset({
-    _aten._local_scalar_dense.default,  # .item(), float(t), int(t), bool(t)
-    _aten.item.default,
-    _aten.is_nonzero.default,
-    _aten.equal.default,
-    _aten.nonzero.default,
-    _aten.masked_select.default,
-    _aten.unique_consecutive.default,
-    _aten._unique2.default,
-})  # fmt: skip
-
-#: ops that sync only when one of their indices is a boolean (mask) tensor
-_INDEX_OPS = frozenset({
-    _aten.index.Tensor,
-    _aten.index_put.default,
-    _aten.index_put_.default,
-    _aten._index_put_impl_.default,
-})  # fmt: skip
-
-
-def _ptr(t: Any) -> int | None:
-    return t.data_ptr() if isinstance(t, torch.Tensor) else None
-
-
-def _has_bool_index(args: tuple[Any, ...]) -> bool:
-    indices = args[1] if len(args) > 1 else ()
-    return any(
-        isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)
-        for t in (indices or ())
-    )
-
-
-def optimizer_steps(*optimizers: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """The ``step`` tensors in the optimizers' state (created by their first step)."""
-    return [
-        state["step"]
-        for opt in optimizers
-        for state in opt.state.values()
-        if isinstance(state.get("step"), torch.Tensor)
-    ]
 
 
 class HostSyncCounter(TorchDispatchMode):
@@ -108,9 +68,7 @@ class HostSyncCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in SYNC_OPS and args and _ptr(args[0]) in self._ignore:
-            return func(*args, **kwargs)
-        if func in SYNC_OPS or (func in _INDEX_OPS and _has_bool_index(args)):
+        if is_host_sync(func, args, self._ignore):
             self.calls.append(str(func))
             if self._keep_stacks:
                 self.stacks.append("".join(traceback.format_stack(limit=12)[:-1]))

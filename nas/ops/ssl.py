@@ -18,9 +18,7 @@ channels.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -36,7 +34,6 @@ __all__ = [
     "IntegerShift2d",
     "round_half_away",
     "integer_shift",
-    "displacement_grad_disabled",
     "ssl_penalty",
     "ssl_sparsity",
     "displacement_parameters",
@@ -129,28 +126,6 @@ def _displacement_grad(x: torch.Tensor, grad: torch.Tensor, disp: torch.Tensor) 
     return torch.lerp(slope[..., 1], slope[..., 2], frac.flip(1)).to(disp.dtype)
 
 
-_NO_DISPLACEMENT_GRAD = 0  # depth of displacement_grad_disabled() blocks (process-wide)
-
-
-@contextlib.contextmanager
-def displacement_grad_disabled() -> Iterator[None]:
-    """Inside, SSL layers keep nothing for and compute no displacement gradient.
-
-    For passes whose displacement gradients would be thrown away, e.g. the first-order
-    architecture step (``backward(inputs=alphas)``): its backward still needs the input
-    gradient of every shift, but not the eight-offset correlation behind the displacement
-    gradient. Wrap the forward and the backward; the displacements get no ``.grad`` from
-    them. Process-wide rather than thread-local: on CUDA the backward runs in autograd's
-    device thread, which a thread-local flag would not reach.
-    """
-    global _NO_DISPLACEMENT_GRAD
-    _NO_DISPLACEMENT_GRAD += 1
-    try:
-        yield
-    finally:
-        _NO_DISPLACEMENT_GRAD -= 1
-
-
 def _grad_wanted(ctx: Any, i: int) -> bool:
     """Whether this backward pass uses the gradient of input ``i``: ``needs_input_grad`` says
     only that the input requires grad; with ``backward(inputs=...)`` or ``autograd.grad``
@@ -174,7 +149,7 @@ class _QuantizedShift(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         shifts = round_half_away(disp.detach()).long()
         index, outside = _shift_index(x.shape[2], x.shape[3], shifts[:, 0], shifts[:, 1], x.device)
-        ctx.want_disp = ctx.needs_input_grad[1] and not _NO_DISPLACEMENT_GRAD
+        ctx.want_disp = ctx.needs_input_grad[1]
         keep = ctx.want_disp
         ctx.save_for_backward(x if keep else None, disp if keep else None, index, outside)
         return _gather_shift(x, index, outside)
@@ -186,7 +161,7 @@ class _QuantizedShift(torch.autograd.Function):
         grad_x = grad_d = None
         if _grad_wanted(ctx, 0):
             grad_x = _unshift(grad, index, outside)
-        if ctx.want_disp and not _NO_DISPLACEMENT_GRAD and _grad_wanted(ctx, 1):
+        if ctx.want_disp and _grad_wanted(ctx, 1):
             grad_d = _displacement_grad(x, grad, disp)
         return grad_x, grad_d
 
