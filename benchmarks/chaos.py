@@ -62,7 +62,7 @@ KILL_IN_WRITE = "NAS_CHAOS_KILL_IN_WRITE"
 
 
 def command(job: str, run: Path) -> list[str]:
-    return [sys.executable, "-m", "nas.cli", *JOBS[job], f"run_dir={run}"]
+    return [sys.executable, "-m", "nas.cli.main", *JOBS[job], f"run_dir={run}"]
 
 
 def run_once(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int, float, str]:

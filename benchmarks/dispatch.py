@@ -11,7 +11,7 @@ Cases (ours; the shipped GPU configs' shapes by default, C=16, 8 cells):
 - ``full-k4-edgenorm``: :meth:`nas.search.darts.SearchJob.step` over the 13-op ``full``
   space with partial channels K=4 and edge normalization (the PC-DARTS config);
 - ``darts-k1``: the same over the 8-op ``darts`` space, K=1 (the DARTS config);
-- ``darts-v2-train``: :meth:`nas.retrain.TrainJob.step` of DARTS_V2 retraining (C=36,
+- ``darts-v2-train``: :meth:`nas.evaluate.train.TrainJob.step` of DARTS_V2 retraining (C=36,
   20 cells, auxiliary head, drop path 0.2);
 - with ``--second``: the two search cases in second order too.
 
@@ -22,7 +22,7 @@ official steps at the same shapes: PC-DARTS (8 ops, K=4, edge normalization) and
 The step counted is the second one (the first builds lazy state: optimizer buffers, cached
 plans). Counts do not depend on the batch size or the image size's value beyond the
 network's structure, nor on the machine's speed, but they do depend on the device type: a
-few CPU-only code paths (``nas/search/fused_conv.py``) dispatch other ops than CUDA would.
+few CPU-only code paths (``nas/search/supernet/fused_conv.py``) dispatch other ops than CUDA would.
 
 Usage::
 
@@ -61,7 +61,7 @@ from fused import Case, build_job
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas.config import DataConfig, RuntimeConfig
-from nas.retrain import ModelConfig, TrainConfig, TrainJob
+from nas.evaluate.train import ModelConfig, TrainConfig, TrainJob
 
 IMAGE_CHANNELS = 3
 NUM_CLASSES = 10

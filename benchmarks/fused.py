@@ -59,7 +59,8 @@ from _common import (
 
 from nas.config import DataConfig, RuntimeConfig
 from nas.run import RunDir
-from nas.search.darts import ArchConfig, SearchConfig, SearchJob, SpaceConfig, SupernetConfig
+from nas.search.config import ArchConfig, SearchConfig, SpaceConfig, SupernetConfig
+from nas.search.darts import SearchJob
 
 NUM_CLASSES = 10
 IMAGE_CHANNELS = 3
@@ -347,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "step: SearchJob.step = architecture step (Adam on alphas/betas; first order: one val "
         "batch; second order: unrolled weights + finite-difference Hessian) + weight step "
         "(SGD, grad clip); same job settings, loader and seeds on every path",
-        "paths: reference = per-edge MixedOp (model.fused=false); fused = nas.search.fused "
+        "paths: reference = per-edge MixedOp (model.fused=false); "
+        "fused = nas.search.supernet.fused "
         "(model.fused=true); fused+compile = fused under torch.compile (runtime.compile=true)",
         "images_per_s = training images per second (each step also reads a val batch); "
         "speedup_vs_ref = images_per_s / reference images_per_s, same case",

@@ -1,9 +1,9 @@
 """Latency-table benchmark: how well a per-op table predicts whole-network latency.
 
-Draws random valid genotypes of a space (:func:`nas.latency_table.random_genotype`), builds
+Draws random valid genotypes of a space (:func:`nas.spaces.random_genotype`), builds
 each evaluation network (``NetworkCIFAR``, no auxiliary head) in deploy form, and compares
 its measured latency (eval-mode forward, batch 1) with the prediction of a latency table
-measured in the same run on the same device (:func:`nas.latency_table.build_table`, every
+measured in the same run on the same device (:func:`nas.cost.lookup.build_table`, every
 op of the space but ``none`` at every edge shape, plus the fixed parts): predicted =
 stem + Σ_cells (preprocess0 + preprocess1 + Σ_edges op) + head, what ``nas mo-search``
 with ``latency.table=`` reports. The ranking is what a search needs, so the headline
@@ -59,11 +59,12 @@ from _common import (
 )
 
 from nas.cost import count_params
+from nas.cost.lookup import build_table
+from nas.cost.table import OpKey, network_layout
 from nas.deploy import to_deploy
 from nas.errors import NasError
-from nas.latency_table import OpKey, build_table, network_layout, random_genotype
 from nas.network import NetworkCIFAR
-from nas.spaces import get_space
+from nas.spaces import get_space, random_genotype
 
 COLUMNS = ("genotype", "archid", "params_M", "measured_ms", "predicted_ms", "pred_over_meas",
            "rank_measured", "rank_predicted")

@@ -7,7 +7,7 @@ validation batch, then the weight step), for two loops built in the same run:
 - ``ours``: :class:`nas.data.BatchLoader` (uint8 dataset on the device, batched on-device
   crop+flip), partial channels ``K`` (PC-DARTS) with edge normalization, bf16 autocast on
   CUDA (fp32 on CPU: the runtime's autocast is CUDA-only), channels_last when asked;
-- ``reference``: :func:`nas.data.torchvision_loader` (DataLoader workers, PIL transforms,
+- ``reference``: :func:`_pil_loader.torchvision_loader` (DataLoader workers, PIL transforms,
   batches copied to the device in the loop), fp32, every channel through every op
   (``K=1``), no edge normalization.
 
@@ -55,11 +55,12 @@ from _common import (
     step_fields,
     time_steps,
 )
+from _pil_loader import torchvision_loader
 
 from nas.config import DataConfig, RuntimeConfig
-from nas.data import torchvision_loader
 from nas.run import RunDir
-from nas.search.darts import SearchConfig, SearchJob, SpaceConfig, SupernetConfig
+from nas.search.config import SearchConfig, SpaceConfig, SupernetConfig
+from nas.search.darts import SearchJob
 
 SPACE = "full"
 NUM_CLASSES = 10

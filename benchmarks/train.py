@@ -4,12 +4,12 @@ It times DARTS_V2 evaluation-network training steps (by default the paper's 36 i
 channels, 20 cells, batch 96 on CUDA) for two loops built in the same run, on the same
 device, from the same initial weights:
 
-- ``ours``: the real :meth:`nas.retrain.TrainJob.step` (cross-entropy + 0.4 x auxiliary head,
+- ``ours``: the real :meth:`nas.evaluate.train.TrainJob.step` (cross-entropy + 0.4 x auxiliary head,
   drop path, SGD, gradient clipping) fed by :class:`nas.data.BatchLoader` (uint8 dataset on
   the device, batched crop+flip+cutout there), bf16 autocast on CUDA (fp32 on CPU: the
   runtime's autocast is CUDA-only), optionally ``torch.compile`` and channels_last;
 - ``reference``: a minimal training loop written out below (:func:`reference_step`) over
-  :func:`nas.data.torchvision_loader` (DataLoader workers, PIL crop+flip, ``ToTensor``,
+  :func:`_pil_loader.torchvision_loader` (DataLoader workers, PIL crop+flip, ``ToTensor``,
   ``Normalize``, cutout), batches copied to the device in the loop, fp32.
 
 It reports ms/step, images/s, peak memory and the ratios ours/reference.
@@ -57,12 +57,12 @@ from _common import (
     step_fields,
     time_steps,
 )
+from _pil_loader import torchvision_loader
 from torch import nn
 
 from nas.config import DataConfig, RuntimeConfig
 from nas.cost import count_params
-from nas.data import torchvision_loader
-from nas.retrain import ModelConfig, TrainConfig, TrainJob, build_model
+from nas.evaluate.train import ModelConfig, TrainConfig, TrainJob, build_model
 from nas.runtime import load_splits
 
 GENOTYPE = "DARTS_V2"

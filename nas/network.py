@@ -11,10 +11,17 @@ import torch
 from torch import nn
 
 from nas.genotype import Genotype
+from nas.layout import cell_layout
 from nas.ops import OPS
-from nas.ops.darts import FactorizedReduce, Identity, ReLUConvBN
+from nas.ops.primitives import FactorizedReduce, Identity, ReLUConvBN
 
-__all__ = ["NetworkCIFAR", "Cell", "AuxiliaryHeadCIFAR", "drop_path"]
+__all__ = ["NetworkCIFAR", "Cell", "AuxiliaryHeadCIFAR", "drop_path", "make_stem"]
+
+
+def make_stem(in_channels: int, C_out: int) -> nn.Sequential:
+    """The DARTS CIFAR stem: 3x3 conv and BN."""
+    return nn.Sequential(nn.Conv2d(in_channels, C_out, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(C_out))
 
 
 def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
@@ -156,25 +163,16 @@ class NetworkCIFAR(nn.Module):
         self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
         self.drop_path_prob = 0.0
         self.genotype = genotype
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
+        layout = cell_layout(C, layers, len(genotype.normal_concat),
+                             len(genotype.reduce_concat), stem_multiplier)
+        self.stem = make_stem(in_channels, layout.C_stem)
+        self.cells = nn.ModuleList(
+            Cell(genotype, c.C_prev_prev, c.C_prev, c.C, c.reduction, c.reduction_prev)
+            for c in layout.cells
         )
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
         self._aux_pos = 2 * layers // 3
-        C_aux = C_prev
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
-            reduction_prev = reduction
-            self.cells.append(cell)
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == self._aux_pos:
-                C_aux = C_prev
+        C_aux = layout.cells[self._aux_pos].C_out if self._aux_pos < layers else layout.C_stem
+        C_prev = layout.C_out
         self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)

@@ -31,6 +31,12 @@ if TYPE_CHECKING:  # torch and matplotlib load lazily: nas.genotype uses these h
 __all__ = [
     "CheckpointError",
     "RunDir",
+    "RUN_OWNER",
+    "SHARED_COMMANDS",
+    "default_run_dir",
+    "run_owner",
+    "check_owner",
+    "claim_owner",
     "RUN_LOCK",
     "acquire_run_lock",
     "release_run_lock",
@@ -158,6 +164,53 @@ RUN_LOCK = ".nas-run.lock"
 # refuse a second open file of the same lock even within one process.
 _held: dict[str, list[int]] = {}
 _held_guard = threading.Lock()
+
+# --- who owns a run folder ------------------------------------------------------------------
+
+#: The marker a run folder's first command writes: ``{"command": ..., "config": ...}``.
+RUN_OWNER = ".nas-run.json"
+
+#: Commands whose run folder several processes share by design; the training folders under
+#: it are locked as usual, which is what keeps two processes from training one thing twice.
+#: `nas mo-search` processes on one folder (or storage) are workers of one Optuna study,
+#: each trial in its own ``trials/<n>/``; `nas compare` processes may split one comparison's
+#: entries between them (experiments/fashion_mnist_cpu/run_parallel.sh), each entry's
+#: training in ``<entry>/seed<N>/``, its tables rewritten atomically by the last to finish.
+SHARED_COMMANDS = frozenset({"mo-search", "compare"})
+
+
+def default_run_dir(command: str, name: str, root: str = "runs") -> Path:
+    """``runs/<command>/<config name>``: a search and a train of one config never collide."""
+    return Path(root) / command / name
+
+
+def run_owner(path: str | Path) -> dict[str, str] | None:
+    """The ``command`` and ``config`` that claimed the run folder ``path``; None when it has
+    no marker or an unreadable one (which claims nothing)."""
+    try:
+        owner = json.loads((Path(path) / RUN_OWNER).read_text())
+        return {"command": str(owner["command"]), "config": str(owner["config"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_owner(path: str | Path, command: str, name: str) -> None:
+    """Refuse to resume a run folder that another command or config wrote."""
+    owner = run_owner(path)
+    if owner is not None and (owner["command"], owner["config"]) != (command, name):
+        raise ConfigError(
+            f"run_dir {path} holds a `nas {owner['command']}` run of config "
+            f"{owner['config']!r}, not `nas {command}` of {name!r}: choose another run_dir "
+            "or delete that folder"
+        )
+
+
+def claim_owner(path: str | Path, command: str, name: str) -> None:
+    """Write the marker of ``nas <command>`` for config ``name`` unless one is there."""
+    marker = Path(path) / RUN_OWNER
+    if not marker.is_file():
+        atomic_write_text(marker, json.dumps({"command": command, "config": name}))
+
 
 
 def _forget_inherited_locks() -> None:

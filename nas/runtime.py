@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -13,14 +12,14 @@ from torch import nn
 
 from nas import distributed
 from nas.config import DataConfig, RuntimeConfig
-from nas.cost import resolve_device
+from nas.cost.timing import resolve_device
 from nas.data import BatchLoader, ImageTensors, load_dataset
 from nas.errors import ConfigError
-from nas.run import RunDir, atomic_write_text
+from nas.run import SHARED_COMMANDS, RunDir, check_owner, claim_owner, default_run_dir
 from nas.threads import ThreadPlan, configure_threads
 
 __all__ = [
-    "autocast", "open_run", "default_run_dir", "load_splits", "make_loader", "resolve_device",
+    "autocast", "open_run", "load_splits", "make_loader",
     "setup_threads", "reset_peak_memory", "peak_memory_mb", "compile_module",
 ]
 
@@ -34,40 +33,6 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-RUN_OWNER = ".nas-run.json"
-
-
-def default_run_dir(command: str, name: str, root: str = "runs") -> Path:
-    """``runs/<command>/<config name>``: a search and a train of one config never collide."""
-    return Path(root) / command / name
-
-
-def _check_owner(path: Path, command: str, name: str) -> None:
-    """Refuse to resume a run folder that another command or config wrote."""
-    marker = path / RUN_OWNER
-    if not marker.is_file():
-        return
-    try:
-        owner = json.loads(marker.read_text())
-        theirs = (str(owner["command"]), str(owner["config"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # an unreadable marker claims nothing; it is rewritten below
-    if theirs != (command, name):
-        raise ConfigError(
-            f"run_dir {path} holds a `nas {theirs[0]}` run of config {theirs[1]!r}, not "
-            f"`nas {command}` of {name!r}: choose another run_dir or delete that folder"
-        )
-
-
-#: Commands whose run folder several processes share by design; the training folders under
-#: it are locked as usual, which is what keeps two processes from training one thing twice.
-#: `nas mo-search` processes on one folder (or storage) are workers of one Optuna study,
-#: each trial in its own ``trials/<n>/``; `nas compare` processes may split one comparison's
-#: entries between them (experiments/fashion_mnist_cpu/run_parallel.sh), each entry's
-#: training in ``<entry>/seed<N>/``, its tables rewritten atomically by the last to finish.
-SHARED_COMMANDS = frozenset({"mo-search", "compare"})
-
-
 def open_run(name: str, run_dir: str | None, command: str, *,
              exclusive: bool | None = None) -> RunDir:
     """The run folder of ``nas <command>`` for config ``name`` (resumed if it exists).
@@ -76,7 +41,7 @@ def open_run(name: str, run_dir: str | None, command: str, *,
     refused with a one-line error instead of being overwritten, and so is one that another
     process is writing (its lock, :meth:`RunDir.lock`, held until the ``with`` block ends:
     two concurrent runs would log every epoch twice). ``exclusive``: lock (default: unless
-    ``command`` is one of :data:`SHARED_COMMANDS`). The lock is re-entrant within a
+    ``command`` is one of :data:`nas.run.SHARED_COMMANDS`). The lock is re-entrant within a
     process, and a parent holding its folder still opens its children's (seeds, compare
     entries, trials). Under torchrun only rank 0 creates, locks and writes it; the other
     ranks wait for it, then get a read-only view (they read its checkpoint to resume).
@@ -89,14 +54,13 @@ def open_run(name: str, run_dir: str | None, command: str, *,
         distributed.barrier("rank 0 to open the run folder")
         return RunDir(path, read_only=True)
     if path.is_dir():
-        _check_owner(path, command, name)  # before the lock: a refusal touches nothing
+        check_owner(path, command, name)  # before the lock: a refusal touches nothing
     run = RunDir(path)
     try:
         if exclusive:
             run.lock(f"nas {command} {name}")
-        _check_owner(path, command, name)  # another command may have claimed it meanwhile
-        if not (path / RUN_OWNER).is_file():
-            atomic_write_text(path / RUN_OWNER, json.dumps({"command": command, "config": name}))
+        check_owner(path, command, name)  # another command may have claimed it meanwhile
+        claim_owner(path, command, name)
     except BaseException as exc:  # unlock; a folder this call created goes again
         run.__exit__(type(exc), exc, exc.__traceback__)
         raise

@@ -73,7 +73,7 @@ class TensorBoardLog:
         """α entropy per cell type and the softmax(α) heatmap of this epoch."""
         if self.writer is None:
             return
-        from nas.search.plots import alpha_figure
+        from nas.plots import alpha_figure
 
         for cell in ("normal", "reduce"):
             if record.get(cell) is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import build_parser, main
+from nas.cli.main import build_parser, main
 
 
 def test_all_commands_present():

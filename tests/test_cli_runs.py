@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.cli import main
+from nas.cli.main import main
 
 
 @pytest.mark.parametrize("config", ["/no/such/dir/quick.yaml", "no/such/quick", "quick.yaml"])
@@ -111,7 +111,7 @@ def test_sigterm_prints_the_resume_hint(tmp_path):
     import time
 
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nas.cli", "train", "quick", f"run_dir={run}", *TINY_TRAIN,
+    cmd = [sys.executable, "-m", "nas.cli.main", "train", "quick", f"run_dir={run}", *TINY_TRAIN,
            "optim.epochs=500"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -125,7 +125,7 @@ def test_sigterm_prints_the_resume_hint(tmp_path):
 
 
 def test_deploy_table_has_no_e_notation():
-    from nas.cli import format_deploy_table
+    from nas.cli.main import format_deploy_table
 
     report = {"train_form": {"params": 3349342, "bytes": 13397368, "macs": 528000000,
                              "latency_cpu_b1_ms": 12.3456},

@@ -9,7 +9,7 @@ import pytest
 from nas.config import DataConfig, load_config, parse_overrides
 from nas.errors import ConfigError
 from nas.run import RunDir
-from nas.search.darts import SearchConfig
+from nas.search.config import SearchConfig
 
 
 def test_overrides_nest_and_parse_yaml_scalars():

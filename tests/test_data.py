@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from nas.data import (
     random_crop_flip,
     read_idx,
     search_split,
-    torchvision_loader,
 )
 from nas.errors import ConfigError, DataError
 
@@ -185,13 +185,13 @@ def test_imagefolder_without_images_names_what_was_expected(tmp_path):
 def test_imagefolder_accepts_images_a_level_down_and_shows_a_bar_on_large_trees(
         tmp_path, monkeypatch, capsys):
     """The walk recurses, so class/<sub>/image.png stays a valid layout."""
-    import nas.data
+    import nas.data.imagefolder
 
     for cls in ("a", "b"):
         for i in range(2):
             save_png(tmp_path / cls / "sub" / f"{i}.png", np.full((4, 4), 50 * i, np.uint8))
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    monkeypatch.setattr(nas.data, "_BAR_MIN_FILES", 2)
+    monkeypatch.setattr(nas.data.imagefolder, "_BAR_MIN_FILES", 2)
     d = load_dataset(f"imagefolder:{tmp_path}")
     assert d.images.shape == (4, 1, 4, 4) and d.classes == ("a", "b")
     assert "decoding" in capsys.readouterr().err
@@ -439,6 +439,10 @@ def test_drop_last_and_channels_last():
 
 
 def test_torchvision_reference_matches_without_augmentation():
+    """The benchmarks' PIL pipeline (benchmarks/_pil_loader.py) is a fair reference."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from _pil_loader import torchvision_loader
+
     d = make_tensors(n=20, c=3, h=8, w=8)
     ref = torch.cat([x for x, _ in torchvision_loader(d, 8, shuffle=False, num_workers=0)])
     ours = collect(BatchLoader(d, 8, shuffle=False))[0]

@@ -12,7 +12,7 @@ import pytest
 
 from nas.config import load_config
 from nas.evaluate.compare import CompareConfig
-from nas.search.darts import SearchConfig
+from nas.search.config import SearchConfig
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

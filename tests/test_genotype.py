@@ -8,14 +8,8 @@ import pytest
 import yaml
 
 from nas.errors import GenotypeError
-from nas.genotype import (
-    Genotype,
-    cell_graph,
-    load_genotype,
-    plot_cell,
-    plot_genotype,
-    save_genotype,
-)
+from nas.genotype import Genotype, load_genotype, save_genotype
+from nas.plots import cell_graph, plot_cell, plot_genotype
 
 # DARTS (second order), Liu et al. 2019, as published in the DARTS repository.
 DARTS_V2_STR = (

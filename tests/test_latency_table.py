@@ -11,31 +11,23 @@ from pathlib import Path
 import pytest
 import torch
 
-import nas.cost
-import nas.search.trial as trial_mod
+import nas.cost.timing
+import nas.search.mo.trial as trial_mod
+from nas.cli.latency_table import add_latency_table_parser
 from nas.config import load_config
+from nas.cost.lookup import build_table
+from nas.cost.table import LatencyTable, OpKey, PartKey, load_table, network_layout
 from nas.errors import ConfigError
 from nas.genotype import Genotype
-from nas.latency_table import (
-    LatencyTable,
-    OpKey,
-    PartKey,
-    add_latency_table_parser,
-    build_table,
-    data_shape,
-    load_table,
-    mo_requirements,
-    network_layout,
-    random_genotype,
-    search_requirements,
-)
 from nas.network import NetworkCIFAR
-from nas.ops.darts import FactorizedReduce
+from nas.ops.primitives import FactorizedReduce
 from nas.run import RunDir
-from nas.search.darts import SearchConfig, SearchJob
-from nas.search.supernet import Supernet
-from nas.search.trial import MOConfig, check_inputs, run_trial
-from nas.spaces import get_space
+from nas.search.config import SearchConfig
+from nas.search.darts import SearchJob
+from nas.search.latency_table import data_shape, search_requirements
+from nas.search.mo.trial import MOConfig, check_inputs, mo_requirements, run_trial
+from nas.search.supernet.model import Supernet
+from nas.spaces import get_space, random_genotype
 
 OPS = "[none, skip_connect, sep_conv_3x3, c2sp_conv_2x2]"
 DATA = [
@@ -56,7 +48,7 @@ FAST = ["--repeats", "2", "--warmup", "1"]
 
 
 def _cli(argv: list[str]) -> int:
-    """``nas latency-table ...`` through its own parser (what nas.cli wires in)."""
+    """``nas latency-table ...`` through its own parser (what nas.cli.main wires in)."""
     parser = argparse.ArgumentParser(prog="nas")
     add_latency_table_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["latency-table", *argv])
@@ -67,7 +59,7 @@ def _no_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("latency was measured although a table was given")
 
-    monkeypatch.setattr(nas.cost, "measure_latency", refuse)
+    monkeypatch.setattr(nas.cost.timing, "measure_latency", refuse)
     monkeypatch.setattr(trial_mod, "measure_latency", refuse)
 
 
@@ -212,6 +204,34 @@ def test_onnxruntime_device_times_ops() -> None:
     assert table.metadata["device_key"].startswith("onnxruntime")
 
 
+def test_onnxruntime_times_c2sp_in_the_form_nas_export_ships(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table's ONNX Runtime timings run what `nas export` writes: C2sp as pad + concat,
+    not the slice-assignment (ScatterND) graph that a plain export of the op gives."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import nas.cost.onnx as cost_onnx
+    from nas.cost.lookup import op_module
+
+    timed: list[bytes] = []
+    real_runner = cost_onnx.ort_runner
+
+    def recording(data: bytes, threads: int | None = None):
+        timed.append(data)
+        return real_runner(data, threads)
+
+    monkeypatch.setattr(cost_onnx, "ort_runner", recording)
+    build_table([OpKey("c2sp_conv_2x2", 4, 1, 8, 8)], [], "onnxruntime", warmup=1, repeats=1,
+                progress=False)
+
+    def op_types(data: bytes) -> set[str]:
+        return {node.op_type for node in onnx.load_from_string(data).graph.node}
+
+    assert len(timed) == 1 and "ScatterND" not in op_types(timed[0])
+    plain, _ = cost_onnx.onnx_bytes(op_module("c2sp_conv_2x2", 4, 1), torch.randn(2, 4, 8, 8))
+    assert "ScatterND" in op_types(plain)  # what the table would time without export_form
+
+
 def test_missing_onnxruntime_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
     with pytest.raises(ConfigError, match=r'pip install "nas-effconv\[export\]"'):
@@ -303,7 +323,7 @@ def test_search_cost_tensor_is_the_table(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_search_with_table_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
 
     _no_timing(monkeypatch)
     _, path, _ = _search_table(tmp_path)
@@ -343,7 +363,7 @@ def test_search_table_needs_latency_metric_and_same_batch(tmp_path: Path) -> Non
 
 def test_local_latency_cache_times_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                         ) -> None:
-    from nas.cost_table import CostTable
+    from nas.cost.lookup import CostTable
 
     shapes = [[(4, 1, 8, 8), (4, 2, 8, 8)]]
     ops = ("skip_connect", "sep_conv_3x3")
@@ -414,7 +434,7 @@ def test_mo_darts_trials_with_latency_cost_need_supernet_shapes() -> None:
 
 def test_mo_search_with_table_writes_its_source(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from nas.search.mo_optuna import run_mo_search
+    from nas.search.mo.optuna_driver import run_mo_search
 
     _no_timing(monkeypatch)
     monkeypatch.chdir(tmp_path)
@@ -494,5 +514,5 @@ def test_importing_the_command_does_not_load_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, nas.latency_table; sys.exit(int('torch' in sys.modules))"
+    code = "import sys, nas.cost.table; sys.exit(int('torch' in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

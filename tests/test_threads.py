@@ -12,7 +12,7 @@ import torch
 import nas.threads as threads
 from nas.config import load_config
 from nas.errors import ConfigError
-from nas.retrain import TrainConfig, run_train
+from nas.evaluate.train import TrainConfig, run_train
 from nas.runtime import peak_memory_mb, reset_peak_memory
 
 
@@ -77,8 +77,8 @@ def test_runtime_threads_validated():
 
 
 def test_cli_defaults_openmp_to_passive_waiting():
-    code = ("import os, nas.cli\n"
-            "nas.cli.main(['search', 'no_such_config'])\n"
+    code = ("import os, nas.cli.main\n"
+            "nas.cli.main.main(['search', 'no_such_config'])\n"
             "print(os.environ.get('OMP_WAIT_POLICY'))")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

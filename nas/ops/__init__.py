@@ -3,7 +3,7 @@
 Importing this package registers every op in :data:`OPS`.
 """
 
-from nas.ops import darts as _darts  # noqa: F401  (registers DARTS ops)
+from nas.ops import primitives as _primitives  # noqa: F401  (registers DARTS ops)
 from nas.ops._registry import OPS, create_op, list_ops, op_family, register_op
 from nas.ops.bdsc import BDSCConv2d, BDSCDeploy2d, clamp_bdsc_
 from nas.ops.c2sp import C2spConv2d

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from nas.ops._registry import register_op
-from nas.ops.darts import SepConv
+from nas.ops.primitives import SepConv
 
 __all__ = ["DOConv2d"]
 

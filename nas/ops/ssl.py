@@ -19,13 +19,13 @@ channels.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from nas.autograd import grad_wanted
 from nas.errors import ConfigError
 from nas.ops._registry import register_op
 
@@ -126,23 +126,7 @@ def _displacement_grad(x: torch.Tensor, grad: torch.Tensor, disp: torch.Tensor) 
     return torch.lerp(slope[..., 1], slope[..., 2], frac.flip(1)).to(disp.dtype)
 
 
-def _grad_wanted(ctx: Any, i: int) -> bool:
-    """Whether this backward pass uses the gradient of input ``i``: ``needs_input_grad`` says
-    only that the input requires grad; with ``backward(inputs=...)`` or ``autograd.grad``
-    the engine may never use it. Asks the engine where it can, else assumes it is used."""
-    if not ctx.needs_input_grad[i]:
-        return False
-    will_run = getattr(torch._C, "_will_engine_execute_node", None)
-    node = ctx.next_functions[i][0]
-    if will_run is None or node is None or torch.compiler.is_compiling():
-        return True
-    try:
-        return bool(will_run(node))
-    except RuntimeError:  # e.g. a leaf under autograd.grad(): not supported, assume used
-        return True
-
-
-class _QuantizedShift(torch.autograd.Function):
+class QuantizedShift(torch.autograd.Function):
     """Rounded shift forward; inverse-shift input grad; bilinear displacement grad (Eq. 6)."""
 
     @staticmethod
@@ -159,9 +143,9 @@ class _QuantizedShift(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, disp, index, outside = ctx.saved_tensors
         grad_x = grad_d = None
-        if _grad_wanted(ctx, 0):
+        if grad_wanted(ctx, 0):
             grad_x = _unshift(grad, index, outside)
-        if ctx.want_disp and _grad_wanted(ctx, 1):
+        if ctx.want_disp and grad_wanted(ctx, 1):
             grad_d = _displacement_grad(x, grad, disp)
         return grad_x, grad_d
 
@@ -211,7 +195,7 @@ class SparseShift2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         disp = self.displacement.detach() if self.frozen else self.displacement
-        return _QuantizedShift.apply(x, disp)
+        return QuantizedShift.apply(x, disp)
 
     @torch.no_grad()
     def deploy_form(self) -> IntegerShift2d:

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from nas.config import build
-from nas.retrain import TrainConfig
-from nas.search.darts import SearchConfig
+from nas.evaluate.train import TrainConfig
+from nas.search.config import SearchConfig
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_ddp_worker.py"
@@ -72,7 +72,7 @@ STEPS = 2  # the second step's unrolled weights use the momentum buffers of the 
 
 def make_job(case: str, run_dir: Path):
     """The job of ``case``; its run folder is a read-only view (no files)."""
-    from nas.retrain import TrainJob
+    from nas.evaluate.train import TrainJob
     from nas.run import RunDir
     from nas.search.darts import SearchJob
 

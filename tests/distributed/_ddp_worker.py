@@ -36,7 +36,7 @@ def steps(out: Path) -> int:
 
 def inject_fault(spec: str) -> None:
     """Wrap the jobs' ``step`` so that the chosen rank dies at the chosen step."""
-    from nas.retrain import TrainJob
+    from nas.evaluate.train import TrainJob
     from nas.search.darts import SearchJob
 
     rank, at, kind = spec.split(":")
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         return steps(Path(argv[1]))
     if os.environ.get("NAS_TEST_FAULT"):
         inject_fault(os.environ["NAS_TEST_FAULT"])
-    from nas.cli import main as cli_main
+    from nas.cli.main import main as cli_main
 
     return cli_main(argv[1:])
 

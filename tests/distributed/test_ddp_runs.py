@@ -138,9 +138,9 @@ TRAIN = [
 def test_distributed_train_writes_one_run_with_the_whole_test_accuracy(tmp_path: Path):
     """`torchrun --no-python nas train`: rank 0 writes the run; the reported accuracy is the
     final model's accuracy on the whole test split, as one process measures it."""
-    from nas.cli import resolve_config
+    from nas.cli.configs import resolve_config
     from nas.config import load_config
-    from nas.retrain import TrainConfig, TrainJob
+    from nas.evaluate.train import TrainConfig, TrainJob
     from nas.run import load_weights
 
     run = tmp_path / "run"

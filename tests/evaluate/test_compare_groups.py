@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from nas import latency_table
 from nas.config import load_config
 from nas.errors import ConfigError
 from nas.evaluate import compare
-from nas.evaluate.baselines import BASELINES
 from nas.evaluate.compare import (
     CompareConfig,
     CompareEntry,
@@ -28,6 +26,7 @@ from nas.evaluate.compare import (
 )
 from nas.genotype import Genotype, load_genotype, save_genotype
 from nas.spaces import get_space, random_genotype
+from nas.spaces.baselines import BASELINES
 
 SMALL = [
     "data.name=synthetic",
@@ -56,10 +55,6 @@ def _check_topology(genotype: Genotype, ops: tuple[str, ...], steps: int) -> Non
 
 
 # --- random genotypes -------------------------------------------------------------------
-
-
-def test_random_genotype_moved_and_still_importable_from_latency_table():
-    assert latency_table.random_genotype is random_genotype
 
 
 def test_random_group_draws_are_deterministic_valid_and_seed_dependent():
@@ -110,7 +105,7 @@ def test_bad_entries_are_one_line_errors_naming_the_field(entries, field):
 
 
 def test_existing_configs_load_unchanged():
-    cfg = load_config(CompareConfig, Path(compare.__file__).parents[1] / "configs" / "compare"
+    cfg = load_config(CompareConfig, Path(compare.__file__).parents[2] / "configs" / "compare"
                       / "quick.yaml")
     assert [(e.name, e.genotype, e.random) for e in cfg.entries] == [
         ("searched", "runs/search/quick/genotype.yaml", None), ("DARTS_V2", "DARTS_V2", None)]

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from nas.baselines import BASELINES
-from nas.cli import main, resolve_config
+from nas.cli.configs import resolve_config
+from nas.cli.main import main
 from nas.config import load_config
 from nas.errors import ConfigError
 from nas.evaluate.compare import CompareConfig, check_members, expand_entries, run_compare
 from nas.genotype import save_genotype
+from nas.spaces.baselines import BASELINES
 
 
 def _load(name: str, *overrides: str) -> CompareConfig:

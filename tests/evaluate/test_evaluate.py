@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.config import load_config
 from nas.cost import count_params
-from nas.evaluate.baselines import BASELINES, transplant
 from nas.evaluate.compare import CompareConfig, run_compare
-from nas.evaluate.deploy import deploy_run
+from nas.evaluate.deploy_report import deploy_run
+from nas.evaluate.train import TrainConfig, TrainJob, run_train
 from nas.genotype import save_genotype
 from nas.network import NetworkCIFAR
 from nas.pareto import pareto_mask
-from nas.retrain import TrainConfig, TrainJob, run_train
+from nas.spaces.baselines import BASELINES, transplant
 
 DATA = [
     "data.name=synthetic",
@@ -134,7 +134,7 @@ def test_pareto_mask_hand_made():
 @pytest.mark.slow
 def test_training_killed_mid_epoch_resumes(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nas.cli", "train", "quick", f"run_dir={run}",
+    cmd = [sys.executable, "-m", "nas.cli.main", "train", "quick", f"run_dir={run}",
            "optim.epochs=4", "data.name=synthetic", "data.options={num_samples: 256, "
            "image_size: 16, channels: 3, num_classes: 3}", "data.batch_size=8",
            "model.layers=3", "model.init_channels=8", "runtime.progress=false"]
@@ -178,7 +178,8 @@ def test_channels_last_default_is_cpu_retraining_only(tmp_path):
     for searches and on CUDA; an explicit value wins. Network and batches follow it."""
     from nas.config import RuntimeConfig
     from nas.run import RunDir
-    from nas.search.darts import SearchConfig, SearchJob
+    from nas.search.config import SearchConfig
+    from nas.search.darts import SearchJob
 
     assert RuntimeConfig().use_channels_last("cpu", cpu_default=True) is True
     assert RuntimeConfig().use_channels_last("cpu") is False

@@ -9,7 +9,7 @@ import nas.runtime
 from nas.config import load_config
 from nas.data import ImageTensors, holdout_split, load_dataset
 from nas.errors import ConfigError
-from nas.retrain import TrainConfig, run_train
+from nas.evaluate.train import TrainConfig, run_train
 
 SMALL = [
     "data.name=synthetic",
@@ -92,8 +92,8 @@ def test_without_holdout_the_test_split_is_evaluated(tmp_path, monkeypatch):
 
 def test_retraining_freezes_ssl_shifts_at_freeze_at(tmp_path):
     """ssl.freeze_at=0.5 of 4 epochs: displacements learn in epochs 0-1, then stay put."""
+    from nas.evaluate.train import TrainJob
     from nas.ops import SparseShift2d
-    from nas.retrain import TrainJob
 
     cfg = load_config(TrainConfig, None, [
         f"run_dir={tmp_path}", "optim.epochs=4", *SMALL, "ssl.freeze_at=0.5",

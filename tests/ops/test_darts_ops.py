@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.ops import OPS
-from nas.ops.darts import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
+from nas.ops.primitives import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 
 DARTS_OPS = [
     "none",

@@ -1,7 +1,7 @@
 """Run many ``nas`` command lines, each in its own process forked from one warm interpreter.
 
 ``python _fork_cli.py JOBS.json RESULTS.json``: JOBS is a list of ``{"argv", "cwd", "stdout",
-"stderr"}``. Each job runs in a forked child exactly as ``python -m nas.cli ARGV`` would
+"stderr"}``. Each job runs in a forked child exactly as ``python -m nas.cli.main ARGV`` would
 (``sys.exit(main(argv))``; an uncaught exception prints its traceback and exits 1), with its
 own working directory and stdout/stderr files. The parent imports torch and the CLI's modules
 once, so a case costs its own work, not an interpreter start. RESULTS gets the exit codes.
@@ -19,10 +19,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import nas.evaluate.deploy  # noqa: E402,F401  (warm imports shared by every child)
-import nas.retrain  # noqa: E402,F401
+import nas.evaluate.deploy_report  # noqa: E402,F401  (warm imports shared by every child)
+import nas.evaluate.train  # noqa: E402,F401
 import nas.search.darts  # noqa: E402,F401
-from nas.cli import main  # noqa: E402
+from nas.cli.main import main  # noqa: E402
 
 TIMEOUT_S = 120
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from nas.baselines import BASELINES
 from nas.evaluate.compare import _plot
-from nas.genotype import plot_cell
+from nas.plots import plot_alphas, plot_cell
 from nas.run import RunDir, atomic_savefig
-from nas.search.plots import plot_alphas
+from nas.spaces.baselines import BASELINES
 
 OLD = b"previous contents\n"
 

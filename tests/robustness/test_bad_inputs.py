@@ -7,7 +7,7 @@ contents (``log.txt`` may only grow).
 
 Each case runs in its own process forked from one warm interpreter (``_fork_cli.py``), so
 the corpus costs seconds, not an interpreter start per case; a few cases also run through a
-fresh ``python -m nas.cli``.
+fresh ``python -m nas.cli.main``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-CLI = (sys.executable, "-m", "nas.cli", "-q")
+CLI = (sys.executable, "-m", "nas.cli.main", "-q")
 MARKER = "MARKER"  # what a payload would create in the case folder if it ran
 DATA = (
     "data.options={num_samples: 24, image_size: 8, channels: 3, num_classes: 3}",
@@ -362,7 +362,7 @@ REAL_PROCESS = (
 
 @pytest.mark.parametrize("name", REAL_PROCESS)
 def test_same_in_a_fresh_interpreter(name: str, tmp_path: Path, finished_run: Path):
-    """A few cases again through ``python -m nas.cli`` itself (the fork driver's baseline)."""
+    """A few cases again through ``python -m nas.cli.main`` itself (the fork driver's baseline)."""
     case = next(c for c in CASES if c.name == name)
     if case.setup is not None:
         case.setup(tmp_path)

@@ -18,11 +18,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nas.baselines import BASELINES
 from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig, load_config
 from nas.errors import ConfigError, GenotypeError, NasError
 from nas.genotype import Genotype
-from nas.search.darts import SearchConfig
+from nas.search.config import SearchConfig
+from nas.spaces.baselines import BASELINES
 
 FUZZ = settings(max_examples=200, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -135,7 +135,7 @@ def test_cli_on_a_held_folder_exits_2_with_one_line(tmp_path):
     run = tmp_path / "run"
     with held_by_another_process(run) as child:
         proc = subprocess.run(
-            [sys.executable, "-m", "nas.cli", "-q", *SEARCH], cwd=tmp_path,
+            [sys.executable, "-m", "nas.cli.main", "-q", *SEARCH], cwd=tmp_path,
             capture_output=True, text=True, timeout=120,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )

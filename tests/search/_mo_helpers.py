@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.config import load_config
-from nas.search.trial import MOConfig
+from nas.search.mo.trial import MOConfig
 
 TINY = [
     "data.name=synthetic",

@@ -20,8 +20,9 @@ from torch import nn
 
 from nas.config import build
 from nas.ops.ssl import set_shifts_frozen, ssl_penalty
-from nas.search.darts import ArchConfig, Architect
-from nas.search.supernet import Supernet
+from nas.search.architect import Architect
+from nas.search.config import ArchConfig
+from nas.search.supernet.model import Supernet
 from nas.spaces import get_space
 
 OPS = ["none", "skip_connect", "max_pool_3x3", "sep_conv_3x3", "ssl_conv"]

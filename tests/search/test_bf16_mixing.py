@@ -33,8 +33,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.search import fused, supernet
-from nas.search.supernet import Supernet
+from nas.search.supernet import fused
+from nas.search.supernet import model as supernet
+from nas.search.supernet.model import Supernet
 from nas.spaces import get_space
 
 COSINE_MIN = 0.999

@@ -18,8 +18,9 @@ import torch._dynamo
 import nas.search.darts as darts
 from nas.config import build
 from nas.run import RunDir
-from nas.search.darts import SearchConfig, SearchJob
-from nas.search.fused import cell_plan, edge_order
+from nas.search.config import SearchConfig
+from nas.search.darts import SearchJob
+from nas.search.supernet.fused import cell_plan, edge_order
 
 
 def _config(order: str, num_samples: int = 20, compile: bool = True) -> SearchConfig:
@@ -71,7 +72,7 @@ def test_compiled_search_has_one_graph_per_mode(tmp_path, monkeypatch):
 
 
 def test_edge_order_is_a_buffer_outside_the_state_dict():
-    from nas.search.supernet import Supernet
+    from nas.search.supernet.model import Supernet
     from nas.spaces import get_space
 
     model = Supernet(get_space("test", ["none", "sep_conv_3x3"], steps=3, multiplier=2), 3,

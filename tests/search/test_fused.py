@@ -20,10 +20,11 @@ from torch.func import functional_call
 
 from nas import runtime
 from nas.config import build
-from nas.ops.darts import Zero
-from nas.search.darts import ArchConfig, Architect
-from nas.search.fused_conv import depthwise_conv2d, pointwise_conv2d, uses_fast_backward
-from nas.search.supernet import Supernet
+from nas.ops.primitives import Zero
+from nas.search.architect import Architect
+from nas.search.config import ArchConfig
+from nas.search.supernet.fused_conv import depthwise_conv2d, pointwise_conv2d, uses_fast_backward
+from nas.search.supernet.model import Supernet
 from nas.spaces import get_space
 
 SPACES = ("darts", "paper", "full")
@@ -291,7 +292,8 @@ def test_compiled_fused_supernet_matches_reference():
 
 def test_search_config_selects_path(tmp_path):
     from nas.run import RunDir
-    from nas.search.darts import SearchConfig, SearchJob
+    from nas.search.config import SearchConfig
+    from nas.search.darts import SearchJob
 
     assert build(SearchConfig, {}).model.fused is True
     cfg = build(SearchConfig, {

@@ -14,7 +14,8 @@ from _sync_counter import HostSyncCounter, optimizer_steps
 
 from nas.config import build
 from nas.run import RunDir
-from nas.search.darts import SearchConfig, SearchJob
+from nas.search.config import SearchConfig
+from nas.search.darts import SearchJob
 
 # bdsc: clamp_bdsc_ after the weight step; ssl_conv: the SSL penalty and its displacements
 OPS = ["none", "skip_connect", "max_pool_3x3", "sep_conv_3x3", "ssl_conv", "bdsc_conv_3x3"]

@@ -17,12 +17,12 @@ import torch
 from _mo_helpers import TINY, tiny_cfg
 from optuna.trial import TrialState
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.genotype import load_genotype
 from nas.network import NetworkCIFAR
 from nas.pareto import pareto_mask
-from nas.search.mo_optuna import open_study, run_mo_search, storage_url
-from nas.search.trial import MOConfig
+from nas.search.mo.optuna_driver import open_study, run_mo_search, storage_url
+from nas.search.mo.trial import MOConfig
 
 
 def _cfg(run: Path, *extra: str) -> MOConfig:
@@ -66,7 +66,7 @@ def _completed(run: Path) -> list[optuna.trial.FrozenTrial]:
 @pytest.mark.slow
 def test_killed_mo_search_continues_the_study(tmp_path):
     run = tmp_path / "mo"
-    cmd = [sys.executable, "-m", "nas.cli", "mo-search", "quick", f"run_dir={run}", *TINY,
+    cmd = [sys.executable, "-m", "nas.cli.main", "mo-search", "quick", f"run_dir={run}", *TINY,
            "n_trials=5", "budget.epochs=3", "study_name=mo"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -130,7 +130,7 @@ def test_separate_processes_share_one_study(tmp_path):
     must not replay one random stream (each trial is seeded by its unique number)."""
     run = tmp_path / "shared"
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    cmd = [sys.executable, "-m", "nas.cli", "mo-search", "quick", f"run_dir={run}", *TINY,
+    cmd = [sys.executable, "-m", "nas.cli.main", "mo-search", "quick", f"run_dir={run}", *TINY,
            "n_trials=4", "study_name=shared", f"storage={url}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from _mo_helpers import tiny_cfg
 
 from nas.config import load_config
-from nas.evaluate.baselines import BASELINES
 from nas.evaluate.compare import CompareConfig, run_compare
 from nas.genotype import save_genotype
-from nas.search.mo_outputs import compare_config_text
+from nas.search.mo.outputs import compare_config_text
+from nas.spaces.baselines import BASELINES
 
 
 def test_front_compare_config_takes_the_study_budget(tmp_path):

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 
 def _nas(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "nas.cli.main", *args], capture_output=True,
                           text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

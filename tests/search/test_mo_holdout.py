@@ -16,7 +16,7 @@ from _mo_helpers import TINY
 
 import nas.data
 from nas.config import load_config
-from nas.search.trial import MOConfig, run_trial
+from nas.search.mo.trial import MOConfig, run_trial
 
 SPACE = [o for o in TINY if not o.startswith("data.")]
 
@@ -24,14 +24,14 @@ SPACE = [o for o in TINY if not o.startswith("data.")]
 @pytest.fixture
 def no_test_split(monkeypatch):
     """Synthetic data whose test split raises if anything loads it."""
-    real = nas.data._load_synthetic
+    real = nas.data.DATASETS["synthetic"]
 
-    def guarded(split, kw):
+    def guarded(split, root, download, kw):
         if split == "test":
             raise AssertionError("the test split was loaded by a multi-objective trial")
-        return real(split, kw)
+        return real(split, root, download, kw)
 
-    monkeypatch.setattr(nas.data, "_load_synthetic", guarded)
+    monkeypatch.setitem(nas.data.DATASETS, "synthetic", guarded)
 
 
 def test_trial_reports_holdout_accuracy_without_loading_test(tmp_path, no_test_split):
@@ -66,7 +66,7 @@ def _npz_without_test(path: Path) -> Path:
 def test_mo_search_cli_never_loads_the_test_split(tmp_path):
     data = _npz_without_test(tmp_path / "train_only.npz")
     run = tmp_path / "mo"
-    cmd = [sys.executable, "-m", "nas.cli", "mo-search", "quick", f"run_dir={run}",
+    cmd = [sys.executable, "-m", "nas.cli.main", "mo-search", "quick", f"run_dir={run}",
            f"data.name=npz:{data}", "data.limit=null", "data.batch_size=16",
            "data.eval_batch_size=32", *SPACE, "n_trials=2"]
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -15,8 +15,8 @@ pytest.importorskip("ray")
 from _mo_helpers import TINY, tiny_cfg  # noqa: E402
 from test_mo_sampling import first_params_m  # noqa: E402
 
-from nas.cli import main  # noqa: E402
-from nas.search.mo_ray import score  # noqa: E402
+from nas.cli.main import main  # noqa: E402
+from nas.search.mo.ray_driver import score  # noqa: E402
 
 WEIGHTS = {"val_acc": 1.0, "params": 10.0}
 
@@ -70,7 +70,7 @@ def test_ray_sampler_sees_constraints_and_one_score_form(asha_run):
 def test_ray_recurring_error_stops_the_experiment(tmp_path):
     run = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "nas.cli", "mo-search", "quick", f"run_dir={run}", *TINY,
+        [sys.executable, "-m", "nas.cli.main", "mo-search", "quick", f"run_dir={run}", *TINY,
          "driver=ray", "n_trials=4", "ray.num_cpus=2", "ray.max_concurrent=1",
          "inject_failure=always"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -82,7 +82,7 @@ def test_ray_recurring_error_stops_the_experiment(tmp_path):
 
 
 def test_trial_errors_are_read_as_text_not_unpickled(tmp_path):
-    from nas.search.mo_ray import _last_error, _nas_error_names
+    from nas.search.mo.ray_driver import _last_error, _nas_error_names
 
     error_file = tmp_path / "error.txt"
     error_file.write_text(

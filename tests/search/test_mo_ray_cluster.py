@@ -28,7 +28,7 @@ pytest.importorskip("ray")
 from _mo_helpers import TINY  # noqa: E402
 
 from nas.errors import ConfigError  # noqa: E402
-from nas.search.mo_ray import join_cluster, token_source  # noqa: E402
+from nas.search.mo.ray_driver import join_cluster, token_source  # noqa: E402
 
 RAY = Path(sys.executable).with_name("ray")
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -116,7 +116,7 @@ def cluster(tmp_path_factory) -> Iterator[tuple[str, Path, str]]:
 def _mo_search(run: Path, address: str, home: Path, *extra: str,
                **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nas.cli", "mo-search", "quick", f"run_dir={run}", *TINY,
+        [sys.executable, "-m", "nas.cli.main", "mo-search", "quick", f"run_dir={run}", *TINY,
          "driver=ray", f"ray.address={address}", *extra],
         capture_output=True, text=True, timeout=300, env=_env(home, **env),
     )

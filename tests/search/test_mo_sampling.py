@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 
 from nas.cost import count_params
 from nas.network import NetworkCIFAR
-from nas.search.mo_optuna import make_sampler, open_study, run_mo_search, storage_url
-from nas.search.trial import MOConfig, define_space, genotype_from_params
+from nas.search.mo.optuna_driver import make_sampler, open_study, run_mo_search, storage_url
+from nas.search.mo.trial import MOConfig, define_space, genotype_from_params
 
 
 def _params(study: optuna.Study, number: int) -> dict:
@@ -86,7 +86,7 @@ def test_sampler_pickles_with_trials_in_flight(monkeypatch):
     import pickle
     import threading
 
-    from nas.search.mo_optuna import PerTrialSeedSampler
+    from nas.search.mo.optuna_driver import PerTrialSeedSampler
 
     class _Locked:
         def __init__(self) -> None:

@@ -8,7 +8,8 @@ from nas.config import load_config
 from nas.data import holdout_split
 from nas.run import RunDir
 from nas.runtime import load_splits
-from nas.search.darts import SearchConfig, SearchJob
+from nas.search.config import SearchConfig
+from nas.search.darts import SearchJob
 
 TINY = [
     "data.name=synthetic",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.genotype import load_genotype
 from nas.network import NetworkCIFAR
 
@@ -60,7 +60,7 @@ def test_tiny_search_end_to_end(tmp_path: Path):
 
 
 def _search_cmd(run: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "nas.cli", "search", "quick", f"run_dir={run}",
+    return [sys.executable, "-m", "nas.cli.main", "search", "quick", f"run_dir={run}",
             f"optim.epochs={epochs}", "arch.order=second", *TINY]
 
 
@@ -122,7 +122,8 @@ def test_run_search_refuses_sync_bn_before_any_work(tmp_path: Path):
     import dataclasses
 
     from nas.errors import ConfigError
-    from nas.search.darts import SearchConfig, run_search
+    from nas.search.config import SearchConfig
+    from nas.search.darts import run_search
 
     cfg = SearchConfig(run_dir=str(tmp_path / "r"))
     cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, sync_bn=True))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.config import load_config
 from nas.errors import ConfigError
 from nas.genotype import Genotype, load_genotype
-from nas.search.darts import SearchConfig
+from nas.search.config import SearchConfig
 from nas.search.seeds import edge_agreement, format_summary, summarize_seeds
 
 TINY = [

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from nas.config import build
 from nas.network import NetworkCIFAR
-from nas.search.darts import ArchConfig, Architect
-from nas.search.supernet import MixedOp, Supernet, derive_cell
+from nas.search.architect import Architect
+from nas.search.config import ArchConfig
+from nas.search.supernet.model import MixedOp, Supernet, derive_cell
 from nas.spaces import get_space
 
 SMALL_OPS = [
@@ -128,7 +129,7 @@ def test_cost_term_moves_alpha_toward_cheaper_ops():
     ops = model.space.ops
     shapes = model.edge_shapes((8, 8))
     # params of each op at each edge's shape, as the cost table would give
-    from nas.cost_table import CostTable
+    from nas.cost.lookup import CostTable
 
     cost = CostTable("params").tensor(ops, shapes)
     sep, skip = ops.index("sep_conv_3x3"), ops.index("skip_connect")
@@ -157,7 +158,8 @@ def test_search_freezes_ssl_shifts_at_freeze_at(tmp_path):
     move in epochs 0-1 and are bit-identical in epochs 2-3 (SGD momentum and weight decay on),
     while the other weights and α keep training; a resumed job unfreezes before epoch 2."""
     from nas.run import RunDir
-    from nas.search.darts import SearchConfig, SearchJob
+    from nas.search.config import SearchConfig
+    from nas.search.darts import SearchJob
 
     cfg = build(SearchConfig, {
         "data": {"name": "synthetic", "batch_size": 8, "augment": False,

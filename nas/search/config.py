@@ -1,0 +1,140 @@
+"""The configuration of ``nas search``: space, supernet, architecture step, cost term,
+skip guard, and the runtime settings a search refuses."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig
+from nas.errors import ConfigError
+from nas.spaces import SearchSpace, get_space
+
+__all__ = [
+    "SpaceConfig",
+    "SupernetConfig",
+    "ArchConfig",
+    "CostConfig",
+    "SkipGuardConfig",
+    "SearchConfig",
+    "SYNC_BN_REFUSED",
+    "check_search_runtime",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceConfig:
+    name: str = "full"
+    ops: list[str] | None = None
+    steps: int = 4
+    multiplier: int = 4
+
+    def build(self) -> SearchSpace:
+        return get_space(self.name, self.ops, self.steps, 2, self.multiplier)
+
+
+@dataclasses.dataclass(frozen=True)
+class SupernetConfig:
+    init_channels: int = 16
+    layers: int = 8
+    stem_multiplier: int = 3
+    partial_channels: int = 1  # PC-DARTS K; 1 = every channel through every op
+    edge_norm: bool = False
+    fused: bool = True  # fused forward (nas.search.supernet.fused); False: per-edge MixedOp
+
+    def validate(self) -> None:
+        if self.init_channels < 1 or self.layers < 3:
+            raise ConfigError("model: init_channels must be >= 1 and layers >= 3")
+        if self.partial_channels < 1:
+            raise ConfigError(f"model.partial_channels must be >= 1, got {self.partial_channels}")
+        if self.init_channels % self.partial_channels:
+            raise ConfigError(
+                f"model.init_channels ({self.init_channels}) must be divisible by "
+                f"model.partial_channels ({self.partial_channels})"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 1e-3
+    order: Literal["first", "second"] = "first"
+    warmup_epochs: int = 0
+
+    def validate(self) -> None:
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"arch.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CostConfig:
+    """Expected cost Σ softmax(α)·cost added to the architecture loss with ``weight`` (λ)."""
+
+    metric: Literal["params", "latency"] = "params"
+    weight: float = 0.0
+    device: str | None = None  # latency device; default: the run's device
+    batch_size: int = 1
+    # latency table from `nas latency-table` (measured on the target device): used instead
+    # of timing ops on this machine; needs metric=latency
+    table: str | None = None
+
+    def validate(self) -> None:
+        if self.table is not None and self.metric != "latency":
+            raise ConfigError("cost.table holds latencies: set cost.metric=latency to use it")
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipGuardConfig:
+    """Guards against skip-connect collapse; both off by default (plain DARTS)."""
+
+    max_skips: int | None = None  # cap on skips in the derived normal cell
+    stop_at_skips: int | None = None  # stop the search once the normal cell derives this many
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    name: str = "search"
+    run_dir: str | None = None
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)
+    model: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    arch: ArchConfig = dataclasses.field(default_factory=ArchConfig)
+    cost: CostConfig = dataclasses.field(default_factory=CostConfig)
+    skip_guard: SkipGuardConfig = dataclasses.field(default_factory=SkipGuardConfig)
+    ssl: SSLConfig = dataclasses.field(default_factory=SSLConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    # Keep this share of the training set (stratified, seeded) out of the search entirely,
+    # e.g. for an MO trial that scores the derived genotype on it afterwards.
+    holdout: float | None = None
+    holdout_seed: int = 0
+    # Several independent searches, one per seed, in <run>/seed<N>/ plus a summary
+    # (nas.search.seeds.run_search_seeds); runtime.seed is then ignored.
+    seeds: list[int] | None = None
+
+    def validate(self) -> None:
+        self.space.build()  # unknown ops -> ConfigError now, not mid-run
+        check_search_runtime(self.runtime)
+        if self.holdout is not None and not 0.0 < self.holdout < 1.0:
+            raise ConfigError(f"holdout must be in (0, 1) or null, got {self.holdout}")
+        if self.seeds is not None:
+            seeds = self.seeds
+            if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+                raise ConfigError(
+                    f"seeds must be a non-empty list of distinct integers >= 0 or null, got {seeds}"
+                )
+
+
+SYNC_BN_REFUSED = (
+    "runtime.sync_bn is for retraining: a search's BN statistics are per rank and averaged "
+    "each epoch (torch's SyncBatchNorm would sync the host on each of the supernet's BN "
+    "layers every step); set runtime.sync_bn=false"
+)
+
+
+def check_search_runtime(runtime: RuntimeConfig) -> None:
+    """Runtime settings a search refuses before any work: ``sync_bn`` (see
+    :data:`SYNC_BN_REFUSED`)."""
+    if runtime.sync_bn:
+        raise ConfigError(SYNC_BN_REFUSED)
