@@ -7,6 +7,7 @@ Builders take ``(C, stride, affine, **kwargs)`` and return a module mapping
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Iterator, Mapping
 
 from torch import nn
@@ -74,3 +75,11 @@ def op_family(name: str) -> str:
     """Module family (``darts``, ``c2sp``, ...) of a registered op."""
     OPS[name]  # raises UnknownOpError
     return OPS._family[name]
+
+
+@functools.cache
+def is_parameter_free(name: str) -> bool:
+    """Whether op ``name`` has no learned parameters at stride 1 (``none``, ``skip_connect``,
+    the pools): the ops that win a collapsed DARTS normal cell before the convolutions
+    have trained. Read off the op itself, so a newly registered op is classed too."""
+    return not any(True for _ in OPS[name](4, 1, False).parameters())

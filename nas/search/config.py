@@ -16,6 +16,8 @@ __all__ = [
     "ArchConfig",
     "CostConfig",
     "SkipGuardConfig",
+    "StabilizeConfig",
+    "DiagnosticsConfig",
     "SearchConfig",
     "SYNC_BN_REFUSED",
     "check_search_runtime",
@@ -86,10 +88,54 @@ class CostConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SkipGuardConfig:
-    """Guards against skip-connect collapse; both off by default (plain DARTS)."""
+    """Guards against skip-connect collapse; all off by default (plain DARTS)."""
 
     max_skips: int | None = None  # cap on skips in the derived normal cell
-    stop_at_skips: int | None = None  # stop the search once the normal cell derives this many
+    # cap on every parameter-free op (skip, pools) in the derived normal cell
+    max_param_free: int | None = None
+    # stop once the normal cell derives this many skips (DARTS+: 2)
+    stop_at_skips: int | None = None
+
+    def validate(self) -> None:
+        for name in ("max_skips", "max_param_free", "stop_at_skips"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"skip_guard.{name} must be >= 0 or null, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilizeConfig:
+    """Published fixes to DARTS collapse, composable; all off by default (plain DARTS).
+
+    ``beta``: β-DARTS (Ye et al., CVPR 2022), λ·mean over edges of logsumexp(α) added to
+    the architecture loss, λ ramped linearly from 0 at epoch 0 to ``beta`` at the last
+    epoch (the official code: 0.5·epoch, i.e. 25 at the end of 50 epochs).
+    ``rs_epsilon``: SDARTS-RS (Chen & Hsieh, ICML 2020), uniform noise U[-ε, ε] on the
+    mixing weights softmax(α) during the weight step only (clipped to [0, 1], renormalized),
+    ε ramped linearly from 0.03 to ``rs_epsilon`` (the paper: 0.3).
+    """
+
+    beta: float = 0.0
+    rs_epsilon: float = 0.0
+
+    def validate(self) -> None:
+        if self.beta < 0 or self.rs_epsilon < 0:
+            raise ConfigError(f"stabilize.beta and stabilize.rs_epsilon must be >= 0, got "
+                              f"{self.beta} and {self.rs_epsilon}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnosticsConfig:
+    """Per-epoch collapse diagnostics beyond the free ones (parameter-free share, α entropy,
+    edge margins): ``hessian_iters`` power iterations for the largest eigenvalue of the
+    validation loss's Hessian in α (R-DARTS, Zela et al., ICLR 2020), 0 = off."""
+
+    hessian_iters: int = 0
+
+    def validate(self) -> None:
+        if self.hessian_iters < 0:
+            raise ConfigError(f"diagnostics.hessian_iters must be >= 0, got "
+                              f"{self.hessian_iters}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +149,8 @@ class SearchConfig:
     arch: ArchConfig = dataclasses.field(default_factory=ArchConfig)
     cost: CostConfig = dataclasses.field(default_factory=CostConfig)
     skip_guard: SkipGuardConfig = dataclasses.field(default_factory=SkipGuardConfig)
+    stabilize: StabilizeConfig = dataclasses.field(default_factory=StabilizeConfig)
+    diagnostics: DiagnosticsConfig = dataclasses.field(default_factory=DiagnosticsConfig)
     ssl: SSLConfig = dataclasses.field(default_factory=SSLConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     # Keep this share of the training set (stratified, seeded) out of the search entirely,

@@ -39,7 +39,10 @@ from nas.runtime import (
 from nas.search.architect import Architect
 from nas.search.config import SearchConfig, check_search_runtime
 from nas.search.cost import cost_tensor
+from nas.search.diagnostics import edge_margins, hessian_eigenvalue, param_free_share
+from nas.search.stabilizers import RS_EPSILON_START, beta_regularizer, ramp, rs_noise
 from nas.search.supernet.model import Supernet
+from nas.tensorboard import alpha_entropy
 
 __all__ = ["SearchJob", "SearchResult", "run_search"]
 
@@ -112,6 +115,7 @@ class SearchJob:
         self.architect = Architect(self.model, cfg.arch)
         self.cost = cost_tensor(cfg.cost, self.model, (H, W), self.device)
         self.alpha_history: list[dict[str, Any]] = []
+        self._beta = self._rs_epsilon = 0.0  # set per epoch in start_epoch
         self._stop = False
         self._epoch = 0
         self._val_iter = iter(())
@@ -128,6 +132,10 @@ class SearchJob:
                 log.info("SSL shifts frozen from epoch %d on", epoch + 1)
         self._val_iter = iter(self.val_loader)
         self.model.train()
+        stab, epochs = self.cfg.stabilize, self.cfg.optim.epochs
+        self._beta = ramp(stab.beta, epoch, epochs)  # β-DARTS λ of this epoch
+        self._rs_epsilon = (ramp(stab.rs_epsilon, epoch, epochs, RS_EPSILON_START)
+                            if stab.rs_epsilon > 0 else 0.0)
 
     def batches(self):
         return self.train_loader
@@ -149,9 +157,15 @@ class SearchJob:
         return loss
 
     def _cost_term(self) -> torch.Tensor:
-        if self.cost is None:
-            return torch.zeros((), device=self.device)
-        return self.cfg.cost.weight * self.model.expected_cost(self.cost)
+        """What the architecture loss adds to the validation loss: the expected cost (λ·Σ
+        softmax(α)·cost) and β-DARTS's regularizer."""
+        term = torch.zeros((), device=self.device)
+        if self.cost is not None:
+            term = term + self.cfg.cost.weight * self.model.expected_cost(self.cost)
+        if self._beta > 0:
+            alphas = [self.model.alphas_normal, self.model.alphas_reduce]
+            term = term + self._beta * beta_regularizer(alphas)
+        return term
 
     def step(self, batch):
         x, y = batch
@@ -160,8 +174,12 @@ class SearchJob:
             val = self._next_val()
             with autocast(self.device, amp and self.cfg.arch.order == "first"):
                 self.architect.step(batch, val, self._loss, self._cost_term, self.w_optimizer)
+        noise = None
+        if self._rs_epsilon > 0:  # SDARTS-RS: the weight step only
+            alphas = {False: self.model.alphas_normal, True: self.model.alphas_reduce}
+            noise = rs_noise(alphas, self._rs_epsilon)
         with autocast(self.device, amp):
-            logits = self.model(x)
+            logits = self.model(x, noise)
             loss = self._loss(logits, y)
         self.w_optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=self.weights)
@@ -198,7 +216,8 @@ class SearchJob:
         distributed.average_buffers_(self.model)  # one model on every rank from here on
         self.scheduler.step()
         val_loss, val_acc = self.evaluate()
-        genotype = self.model.genotype(self.cfg.skip_guard.max_skips)
+        guard = self.cfg.skip_guard
+        genotype = self.model.genotype(guard.max_skips, guard.max_param_free)
         raw = self.model.genotype()
         skips = sum(op == "skip_connect" for op, _ in raw.normal)
         self.alpha_history.append(
@@ -218,6 +237,7 @@ class SearchJob:
             "lr": self.scheduler.get_last_lr()[0],
             "normal_skips": skips,
             "genotype": str(genotype),
+            **self._diagnostics(raw, epoch),
         }
         if self.cost is not None:
             row["expected_cost"] = float(self.model.expected_cost(self.cost).detach())
@@ -227,6 +247,39 @@ class SearchJob:
             row["ssl_sparsity"] = ssl_sparsity(self.model)
         self.run.write_text("alphas.json", json.dumps(self._alpha_doc()))
         return row
+
+    def _diagnostics(self, raw: Genotype, epoch: int) -> dict[str, float]:
+        """Collapse diagnostics of this epoch (:mod:`nas.search.diagnostics`), on the
+        derivation without guards: what α itself says."""
+        row: dict[str, float] = {}
+        for cell, reduction, edges in (("normal", False, raw.normal),
+                                       ("reduce", True, raw.reduce)):
+            weights = self.model.op_weights(reduction).detach()
+            margins = edge_margins(weights, self.space.ops)
+            row[f"{cell}_param_free"] = param_free_share(edges)
+            row[f"{cell}_entropy"] = alpha_entropy(weights.float().cpu().numpy())
+            row[f"{cell}_margin_mean"] = float(margins.mean())
+            row[f"{cell}_margin_min"] = float(margins.min())
+        if self.cfg.diagnostics.hessian_iters > 0:
+            row["hessian_eig"] = self._hessian_eigenvalue(epoch)
+        return row
+
+    def _hessian_eigenvalue(self, epoch: int) -> float:
+        """R-DARTS's dominant eigenvalue of ∇²_α L_val on the first validation batch, in
+        training mode as the α step sees the loss; BN running statistics are restored."""
+        x, y = next(iter(self.eval_loader))
+        alphas = [self.model.alphas_normal, self.model.alphas_reduce]
+        buffers = list(self.model.buffers())
+        saved = [b.clone() for b in buffers]
+        try:
+            value = hessian_eigenvalue(lambda: self._loss(self.model(x), y), alphas,
+                                       self.cfg.diagnostics.hessian_iters, y.shape[0],
+                                       seed=self.cfg.runtime.seed + epoch)
+        finally:
+            with torch.no_grad():
+                for b, s in zip(buffers, saved):
+                    b.copy_(s)
+        return float(value)
 
     def should_stop(self) -> bool:
         return self._stop
@@ -290,7 +343,7 @@ def run_search(cfg: SearchConfig) -> SearchResult:
             log_interval=cfg.runtime.log_interval, progress=cfg.runtime.progress, desc="search",
             tensorboard=cfg.runtime.tensorboard,
         )
-        genotype = job.model.genotype(cfg.skip_guard.max_skips)
+        genotype = job.model.genotype(cfg.skip_guard.max_skips, cfg.skip_guard.max_param_free)
         if run.writes:
             save_genotype(genotype, run / "genotype.yaml")
             atomic_write_text(run / "genotype.txt", str(genotype) + "\n")

@@ -27,6 +27,7 @@ from nas.run import RunDir, atomic_write_text, default_run_dir, run_owner
 from nas.runtime import open_run
 from nas.search.config import SearchConfig
 from nas.search.darts import SearchResult, run_search
+from nas.search.diagnostics import param_free_share
 
 __all__ = [
     "MULTI_SEED_COMMAND",
@@ -161,7 +162,8 @@ def summarize_seeds(
 
     Returns:
         ``runs`` (per seed: genotype file relative to the run, DARTS string, epochs,
-        val_acc), ``edges`` (per cell, per slot ``node``/``slot``: each seed's op and input),
+        val_acc, the share of parameter-free ops per cell), ``edges`` (per cell, per
+        slot ``node``/``slot``: each seed's op and input),
         ``op_counts`` (per cell: how many edges chose each op over all seeds), and
         ``agreement`` (per pair of seeds: :func:`edge_agreement` overall and per cell;
         ``mean``: the pairs' mean overall agreement, None with one seed).
@@ -170,7 +172,8 @@ def summarize_seeds(
     val_acc, epochs = val_acc or {}, epochs or {}
     runs = [
         {"seed": s, "genotype_file": f"{seed_dir(s)}/genotype.yaml",
-         "genotype": str(genotypes[s]), "epochs": epochs.get(s), "val_acc": val_acc.get(s)}
+         "genotype": str(genotypes[s]), "epochs": epochs.get(s), "val_acc": val_acc.get(s),
+         **{f"{c}_param_free": param_free_share(getattr(genotypes[s], c)) for c in CELLS}}
         for s in seeds
     ]
     edges: dict[str, list[dict[str, Any]]] = {}
@@ -213,10 +216,13 @@ def format_summary(summary: Mapping[str, Any], name: str | None = None) -> str:
     out = [f"# Multi-seed search: {name}" if name else "# Multi-seed search", ""]
     out += [f"{len(seeds)} independent searches of one config, seeds "
             f"{', '.join(map(str, seeds))}; each seed's run is in `seed<N>/`.", ""]
-    out += ["## Runs", "", _row(["seed", "genotype", "val acc (last epoch)", "epochs"]),
-            _row(["---"] * 4)]
+    out += ["## Runs", "", _row(["seed", "genotype", "val acc (last epoch)", "epochs",
+                                 "param-free normal", "param-free reduce"]),
+            _row(["---"] * 6)]
     out += [_row([r["seed"], f"`{r['genotype_file']}`", _num(r["val_acc"], pct=True),
-                  "n/a" if r["epochs"] is None else r["epochs"]]) for r in summary["runs"]]
+                  "n/a" if r["epochs"] is None else r["epochs"],
+                  _num(r.get("normal_param_free"), pct=True),
+                  _num(r.get("reduce_param_free"), pct=True)]) for r in summary["runs"]]
     out += [""] + [f"- seed {r['seed']}: `{r['genotype']}`" for r in summary["runs"]] + [""]
 
     agreement = summary["agreement"]

@@ -120,6 +120,11 @@ def test_two_seed_search_cli_summary_and_reuse(tmp_path: Path, capsys):
         rows = (run / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
         assert r["val_acc"] == json.loads(rows[-1])["val_acc"] and r["epochs"] == 1
     assert summary["agreement"]["pairs"][0]["overall"] == edge_agreement(*genotypes)
+    for r, g in zip(summary["runs"], genotypes):  # collapse at a glance: parameter-free share
+        free = {"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"}
+        for cell in ("normal", "reduce"):
+            edges = g.cell(cell)[0]
+            assert r[f"{cell}_param_free"] == sum(op in free for op, _ in edges) / len(edges)
     # each seed is an ordinary search with its own seed; the parent keeps the seeds config
     for seed in (0, 1):
         sub = (run / f"seed{seed}" / "config.yaml").read_text()

@@ -14,9 +14,10 @@ from torch import nn
 from nas.genotype import Genotype
 from nas.layout import NetworkLayout, cell_layout
 from nas.network import make_stem
-from nas.ops import OPS
+from nas.ops import OPS, is_parameter_free
 from nas.ops.osep import channel_shuffle
 from nas.ops.primitives import FactorizedReduce, ReLUConvBN
+from nas.search.stabilizers import smoothed_weights
 from nas.search.supernet.fused import cell_plan, edge_order, fused_cell_forward
 from nas.spaces import SearchSpace
 
@@ -126,6 +127,24 @@ def _edge_softmax(betas: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _cap(chosen: list[tuple[int, int, float]], masked: torch.Tensor, capped: list[int],
+         limit: int) -> list[tuple[int, int, float]]:
+    """``chosen`` with at most ``limit`` edges on an op of ``capped``: the weakest others
+    move to their best op outside ``capped``."""
+    hits = sorted((c for c in chosen if c[1] in capped), key=lambda c: c[2])
+    demote = {c[0] for c in hits[: max(0, len(hits) - limit)]}
+    if not demote:
+        return chosen
+    others = masked.clone()
+    others[:, capped] = float("-inf")
+    out = []
+    for e, o, strength in chosen:
+        if e in demote and torch.isfinite(others[e]).any():
+            o = int(others[e].argmax())
+        out.append((e, o, strength))
+    return out
+
+
 def derive_cell(
     weights: torch.Tensor,
     ops: tuple[str, ...],
@@ -133,11 +152,14 @@ def derive_cell(
     inputs_per_node: int = 2,
     edge_weights: torch.Tensor | None = None,
     max_skips: int | None = None,
+    max_param_free: int | None = None,
 ) -> list[tuple[str, int]]:
     """DARTS derivation: per node, the top inputs by their strongest non-``none`` op.
 
-    ``max_skips`` caps ``skip_connect`` edges (P-DARTS-style guard): the weakest skip edges
-    fall back to their best other op.
+    ``max_skips`` caps ``skip_connect`` edges (P-DARTS-style guard) and ``max_param_free``
+    every parameter-free op (:func:`nas.ops.is_parameter_free`: skip, pools): the weakest
+    such edges fall back to their best op outside the capped set (an edge with no such op
+    keeps its own).
     """
     w = weights.detach().float().cpu()
     if edge_weights is not None:
@@ -154,15 +176,12 @@ def derive_cell(
         for j in sorted(order):
             chosen.append((start + j, int(best_op[j]), float(strength[j])))
         start += n_in
-    if max_skips is not None and "skip_connect" in ops:
-        skip = ops.index("skip_connect")
-        skips = sorted((c for c in chosen if c[1] == skip), key=lambda c: c[2])
-        demote = {c[0] for c in skips[: max(0, len(skips) - max_skips)]}
-        no_skip = masked.clone()
-        no_skip[:, skip] = float("-inf")
-        chosen = [
-            (e, int(no_skip[e].argmax()), s) if e in demote else (e, o, s) for e, o, s in chosen
-        ]
+    if max_skips is not None:
+        chosen = _cap(chosen, masked, [i for i, op in enumerate(ops) if op == "skip_connect"],
+                      max_skips)
+    if max_param_free is not None:
+        free = [i for i, op in enumerate(ops) if op != "none" and is_parameter_free(op)]
+        chosen = _cap(chosen, masked, free, max_param_free)
     edge_input = [j for i in range(steps) for j in range(2 + i)]
     return [(ops[o], edge_input[e]) for e, o, _ in chosen]
 
@@ -242,8 +261,13 @@ class Supernet(nn.Module):
         betas = self.betas_reduce if reduction else self.betas_normal
         return _edge_softmax(betas, self.space.steps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                noise: dict[bool, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits of ``x``; ``noise`` (per cell type, shaped like α) smooths the mixing
+        weights as SDARTS-RS does (:func:`nas.search.stabilizers.smoothed_weights`)."""
         weights = {r: self.op_weights(r) for r in (False, True)}
+        if noise is not None:
+            weights = {r: smoothed_weights(w, noise[r]) for r, w in weights.items()}
         edges = {r: self.edge_weights(r) for r in (False, True)}
         run = fused_cell_forward if self.fused else SearchCell.__call__
         s0 = s1 = self.stem(x)
@@ -270,12 +294,14 @@ class Supernet(nn.Module):
         return total_n + total_r
 
     # derivation ----------------------------------------------------------------------
-    def genotype(self, max_skips: int | None = None) -> Genotype:
-        """Top-``inputs_per_node`` inputs per node, excluding ``none`` (and capped skips)."""
+    def genotype(self, max_skips: int | None = None,
+                 max_param_free: int | None = None) -> Genotype:
+        """Top-``inputs_per_node`` inputs per node, excluding ``none``; the caps (skips,
+        parameter-free ops) apply to the normal cell."""
         s = self.space
         normal = derive_cell(
             self.op_weights(False), s.ops, s.steps, s.inputs_per_node,
-            self.edge_weights(False), max_skips,
+            self.edge_weights(False), max_skips, max_param_free,
         )
         reduce = derive_cell(
             self.op_weights(True), s.ops, s.steps, s.inputs_per_node, self.edge_weights(True)
