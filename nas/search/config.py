@@ -113,10 +113,14 @@ class StabilizeConfig:
     ``rs_epsilon``: SDARTS-RS (Chen & Hsieh, ICML 2020), uniform noise U[-ε, ε] on the
     mixing weights softmax(α) during the weight step only (clipped to [0, 1], renormalized),
     ε ramped linearly from 0.03 to ``rs_epsilon`` (the paper: 0.3).
+    ``aux_skip``: DARTS- (Chu et al., ICLR 2021), an auxiliary skip on every edge
+    (FactorizedReduce on stride 2, trained with the weights) scaled by β decaying linearly
+    from 1 at epoch 0 to 0 at the last epoch; never part of the genotype.
     """
 
     beta: float = 0.0
     rs_epsilon: float = 0.0
+    aux_skip: bool = False
 
     def validate(self) -> None:
         if self.beta < 0 or self.rs_epsilon < 0:

@@ -99,6 +99,7 @@ class SearchJob:
             partial_k=cfg.model.partial_channels,
             edge_norm=cfg.model.edge_norm,
             fused=cfg.model.fused,
+            aux_skip=cfg.stabilize.aux_skip,
         ).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -136,6 +137,8 @@ class SearchJob:
         self._beta = ramp(stab.beta, epoch, epochs)  # β-DARTS λ of this epoch
         self._rs_epsilon = (ramp(stab.rs_epsilon, epoch, epochs, RS_EPSILON_START)
                             if stab.rs_epsilon > 0 else 0.0)
+        if stab.aux_skip:  # DARTS-'s β: 1 -> 0 (in place: a compiled forward reads it)
+            self.model.aux_skip_beta.fill_(ramp(0.0, epoch, epochs, start=1.0))
 
     def batches(self):
         return self.train_loader

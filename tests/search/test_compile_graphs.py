@@ -23,7 +23,8 @@ from nas.search.darts import SearchJob
 from nas.search.supernet.fused import cell_plan, edge_order
 
 
-def _config(order: str, num_samples: int = 20, compile: bool = True) -> SearchConfig:
+def _config(order: str, num_samples: int = 20, compile: bool = True,
+            stabilize: dict | None = None) -> SearchConfig:
     return build(SearchConfig, {
         # 20 images: 10 train / 10 val; batches of 4 leave 2 over (train drops them, eval not)
         "data": {"name": "synthetic", "batch_size": 4, "eval_batch_size": 4, "augment": False,
@@ -32,6 +33,7 @@ def _config(order: str, num_samples: int = 20, compile: bool = True) -> SearchCo
         "space": {"ops": ["none", "skip_connect", "sep_conv_3x3"], "steps": 1, "multiplier": 1},
         "model": {"init_channels": 4, "layers": 3, "partial_channels": 2, "edge_norm": True},
         "arch": {"order": order},
+        "stabilize": stabilize or {},
         "runtime": {"device": "cpu", "amp": False, "progress": False, "tensorboard": False,
                     "compile": compile},
     })  # fmt: skip
@@ -67,6 +69,38 @@ def test_compiled_search_has_one_graph_per_mode(tmp_path, monkeypatch):
         job.evaluate()
     assert graphs == [True, False], graphs
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    assert not torch._dynamo.utils.counters["graph_break"]
+    torch._dynamo.reset()
+
+
+def test_stabilized_search_compiles_once_per_mode_and_never_again(tmp_path, monkeypatch):
+    """β-DARTS, SDARTS-RS and DARTS- on: the α step (no noise), the weight step (noise) and
+    evaluation are one graph each, and the per-epoch schedules (λ, ε, DARTS-'s β buffer)
+    recompile nothing in the next epochs."""
+    graphs: list[bool] = []
+
+    def backend(gm, example_inputs):
+        graphs.append(torch.is_grad_enabled())
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    def compile_module(module, device, enabled=True, **_):
+        module.compile(backend=backend)
+        return module
+
+    monkeypatch.setattr(darts, "compile_module", compile_module)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    cfg = _config("first", stabilize={"beta": 2.0, "rs_epsilon": 0.3, "aux_skip": True})
+    job = SearchJob(cfg, RunDir(tmp_path / "run"))
+    for epoch in range(3):
+        job.start_epoch(epoch)
+        for batch in job.batches():
+            job.step(batch)
+        job.evaluate()
+        if epoch == 0:
+            first = list(graphs)
+    assert graphs == first == [True, True, False], graphs
     assert not torch._dynamo.utils.counters["graph_break"]
     torch._dynamo.reset()
 

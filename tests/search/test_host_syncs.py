@@ -34,9 +34,11 @@ MODES = {
     "full-space-second": {"space": {"name": "full", "ops": None},
                           "model": {"partial_channels": 2, "edge_norm": True},
                           "arch": {"order": "second"}, "cost": {"weight": 0.1}},
-    # β-DARTS and SDARTS-RS at full strength (one epoch: the ramps end where they start)
-    "stabilized": {"stabilize": {"beta": 2.0, "rs_epsilon": 0.3}, "optim": {"epochs": 1}},
-    "stabilized-reference-second": {"stabilize": {"beta": 2.0, "rs_epsilon": 0.3},
+    # β-DARTS, SDARTS-RS and DARTS- at full strength (one epoch: the ramps end where they start)
+    "stabilized": {"stabilize": {"beta": 2.0, "rs_epsilon": 0.3, "aux_skip": True},
+                   "optim": {"epochs": 1}},
+    "stabilized-reference-second": {"stabilize": {"beta": 2.0, "rs_epsilon": 0.3,
+                                                  "aux_skip": True},
                                     "optim": {"epochs": 1}, "model": {"fused": False},
                                     "arch": {"order": "second"}},
     "reference": {"model": {"fused": False}},

@@ -223,3 +223,63 @@ def test_search_logs_collapse_diagnostics_each_epoch(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(alphas, job.model.arch_parameters()))
     assert all(torch.equal(a, b) for a, b in zip(buffers, job.model.buffers()))
 
+
+
+def _aux_supernet(ops, k=1, fused=False, edge_norm=False) -> Supernet:
+    torch.manual_seed(0)
+    space = get_space("test", ops, steps=2, multiplier=2)
+    return Supernet(space, 3, C=8, layers=3, partial_k=k, edge_norm=edge_norm, fused=fused,
+                    aux_skip=True).double()
+
+
+def test_darts_minus_skip_adds_beta_times_the_inputs_to_every_node():
+    """With only skip_connect (softmax weight 1) in a normal cell, DARTS- makes each node
+    (1 + β)·Σ of its inputs."""
+    model = _aux_supernet(["skip_connect"])
+    cell = model.cells[0]
+    assert not cell.reduction and all(isinstance(m, torch.nn.Identity) for m in cell.aux_skips)
+    s0, s1 = torch.randn(2, 4, 24, 8, 8, dtype=torch.float64)
+    w = torch.ones(cell_edges := 5, 1, dtype=torch.float64)
+    beta = torch.tensor(0.4, dtype=torch.float64)
+    out = cell(s0, s1, w, None, beta)
+    h0, h1 = cell.preprocess0(s0), cell.preprocess1(s1)
+    n0 = 1.4 * (h0 + h1)
+    n1 = 1.4 * (h0 + h1 + n0)
+    torch.testing.assert_close(out, torch.cat([n0, n1], dim=1))
+    assert cell_edges == len(cell.edges)
+
+
+@pytest.mark.parametrize("k, edge_norm", [(1, False), (2, True)])
+def test_darts_minus_fused_matches_reference(k, edge_norm):
+    """Reduction cells' auxiliary skips are FactorizedReduce; fused and reference agree,
+    partial channels and edge normalization included; β=0 is the plain supernet."""
+    model = _aux_supernet(["none", "skip_connect", "max_pool_3x3", "sep_conv_3x3"], k,
+                          edge_norm=edge_norm).eval()
+    reduce_cell = next(c for c in model.cells if c.reduction)
+    # edges from the two input states stride 2: FactorizedReduce; node 0 -> node 1: identity
+    assert [isinstance(m, torch.nn.Identity) for m in reduce_cell.aux_skips] == [
+        False, False, False, False, True]
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        model.aux_skip_beta.fill_(0.7)
+        reference = model(x)
+        model.fused = True
+        torch.testing.assert_close(model(x), reference)
+        model.aux_skip_beta.fill_(0.0)
+        with_zero = model(x)
+        assert not torch.allclose(with_zero, reference)  # the skips did contribute
+        model.aux_skip = False
+        torch.testing.assert_close(model(x), with_zero)
+
+
+def test_darts_minus_beta_decays_and_stays_out_of_the_genotype(tmp_path):
+    job = _job(tmp_path, aux_skip=True)
+    betas = []
+    for epoch in range(5):
+        job.start_epoch(epoch)
+        betas.append(job.model.aux_skip_beta.item())
+    assert betas == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    aux = {id(p) for c in job.model.cells for p in c.aux_skips.parameters()}
+    assert aux and aux <= {id(p) for p in job.weights}  # trained with the weights
+    ops = {op for op, _ in job.model.genotype().normal + job.model.genotype().reduce}
+    assert ops <= set(OPS)

@@ -221,11 +221,15 @@ def fused_cell_forward(
     s1: Tensor,
     weights: Tensor,
     edge_weights: Tensor | None,
+    aux_beta: Tensor | None = None,
 ) -> Tensor:
-    """What ``cell(s0, s1, weights, edge_weights)`` computes, fused (see the module doc).
+    """What ``cell(s0, s1, weights, edge_weights, aux_beta)`` computes, fused (see the
+    module doc).
 
     Edge normalization scales an edge's whole output: its mixed channels through the op
-    weights (``coef``), its bypassed channels directly.
+    weights (``coef``), its bypassed channels directly. DARTS-'s auxiliary skips
+    (``aux_beta``) add ``β·Σ_e skip_e(state)`` to each node after the partial-channel
+    shuffle, as the reference adds them to the node sum.
     """
     plan = cell_plan(cell)
     k = plan.partial_k
@@ -234,16 +238,26 @@ def fused_cell_forward(
     coef = coef.index_select(0, index)
     edge_w = None if edge_weights is None or k == 1 else edge_weights.index_select(0, index)
     nodes = _NodeSums(plan.steps, k)
+    skips = cell.aux_skips if aux_beta is not None else None
+    aux: list[list[Tensor]] = [[] for _ in range(plan.steps)]
+
+    def node(i: int) -> Tensor:
+        value = nodes.value(i)
+        return value if skips is None else value + aux_beta * _add_all(aux[i])
+
     states = [cell.preprocess0(s0), cell.preprocess1(s1)]
     start = 0
     for group in plan.groups:
         if group.state == len(states):
-            states.append(nodes.value(group.state - 2))
+            states.append(node(group.state - 2))
         stop = start + len(group.edges)
         ew = None if edge_w is None else edge_w[start:stop]
         mixed, rest = _run_group(group, states[group.state], coef[start:stop], ew, k)
         nodes.add(group.nodes, mixed, rest)
+        if skips is not None:
+            for e, target in zip(group.edges, group.nodes):
+                aux[target].append(skips[e](states[group.state]))
         start = stop
-    states.append(nodes.value(plan.steps - 1))
+    states.append(node(plan.steps - 1))
     return torch.cat(states[-plan.multiplier :], dim=1)
 

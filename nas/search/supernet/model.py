@@ -76,6 +76,7 @@ class SearchCell(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         partial_k: int = 1,
+        aux_skip: bool = False,
     ) -> None:
         super().__init__()
         self.reduction = reduction
@@ -91,6 +92,12 @@ class SearchCell(nn.Module):
             for i in range(space.steps)
             for j in range(2 + i)
         )
+        # DARTS-'s auxiliary skip per edge (FactorizedReduce on stride 2): scaled by the
+        # supernet's decaying β, never an op of the space, so never in the genotype
+        self.aux_skips = nn.ModuleList(
+            (FactorizedReduce(C, C, affine=False) if reduction and j < 2 else nn.Identity())
+            for i in range(space.steps) for j in range(2 + i)
+        ) if aux_skip else None
         # the fused forward's α row order (nas.search.supernet.fused.edge_order); a buffer so it
         # moves with .to(device) and a compiled call reads it without filling a cache
         self.register_buffer(
@@ -103,6 +110,7 @@ class SearchCell(nn.Module):
         s1: torch.Tensor,
         weights: torch.Tensor,
         edge_weights: torch.Tensor | None,
+        aux_beta: torch.Tensor | None = None,
     ) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
@@ -113,8 +121,12 @@ class SearchCell(nn.Module):
                 if edge_weights is not None:
                     out = _edge_weighted(edge_weights[offset + j], out)
                 terms.append(out)
+            node = sum(terms)
+            if aux_beta is not None and self.aux_skips is not None:
+                aux = [self.aux_skips[offset + j](h) for j, h in enumerate(states)]
+                node = node + aux_beta * sum(aux)
             offset += len(states)
-            states.append(sum(terms))
+            states.append(node)
         return torch.cat(states[-self.multiplier :], dim=1)
 
 
@@ -211,6 +223,7 @@ class Supernet(nn.Module):
         partial_k: int = 1,
         edge_norm: bool = False,
         fused: bool = True,
+        aux_skip: bool = False,
     ) -> None:
         super().__init__()
         self.space = space
@@ -222,7 +235,7 @@ class Supernet(nn.Module):
         self.cells = nn.ModuleList()
         for c in layout.cells:
             self.cells.append(SearchCell(space, c.C_prev_prev, c.C_prev, c.C, c.reduction,
-                                         c.reduction_prev, partial_k))
+                                         c.reduction_prev, partial_k, aux_skip))
             cell_plan(self.cells[-1])  # built now, outside any torch.compile trace
         C_prev = layout.C_out
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -234,6 +247,9 @@ class Supernet(nn.Module):
         for name, flag in (("normal_cells", False), ("reduce_cells", True)):
             index = [i for i, r in enumerate(reduce_flags) if r == flag]
             self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
+        # DARTS-'s β: a tensor, so a compiled forward reads a new value without recompiling
+        self.aux_skip = aux_skip
+        self.register_buffer("aux_skip_beta", torch.ones(()), persistent=False)
         n_edges, n_ops = space.num_edges, len(space.ops)
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(n_edges, n_ops))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges, n_ops))
@@ -270,9 +286,10 @@ class Supernet(nn.Module):
             weights = {r: smoothed_weights(w, noise[r]) for r, w in weights.items()}
         edges = {r: self.edge_weights(r) for r in (False, True)}
         run = fused_cell_forward if self.fused else SearchCell.__call__
+        aux = self.aux_skip_beta if self.aux_skip else None
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, run(cell, s0, s1, weights[cell.reduction], edges[cell.reduction])
+            s0, s1 = s1, run(cell, s0, s1, weights[cell.reduction], edges[cell.reduction], aux)
         return self.classifier(torch.flatten(self.global_pooling(s1), 1))
 
     # cost ----------------------------------------------------------------------------
