@@ -116,13 +116,22 @@ class StabilizeConfig:
     ``aux_skip``: DARTS- (Chu et al., ICLR 2021), an auxiliary skip on every edge
     (FactorizedReduce on stride 2, trained with the weights) scaled by β decaying linearly
     from 1 at epoch 0 to 0 at the last epoch; never part of the genotype.
+    ``dirichlet``: DrNAS (Chen et al., ICLR 2021), mixing weights drawn in every training
+    forward from Dirichlet(elu(α) + 1) with the reparameterized gradient; the derivation,
+    the cost term and evaluation use the Dirichlet mean; ``dirichlet_kl`` weighs the
+    KL(Dirichlet(elu(α) + 1) ‖ Dirichlet(1)) term of the architecture loss (the official
+    code's 1e-3).
     """
 
     beta: float = 0.0
     rs_epsilon: float = 0.0
     aux_skip: bool = False
+    dirichlet: bool = False
+    dirichlet_kl: float = 1e-3
 
     def validate(self) -> None:
+        if self.dirichlet_kl < 0:
+            raise ConfigError(f"stabilize.dirichlet_kl must be >= 0, got {self.dirichlet_kl}")
         if self.beta < 0 or self.rs_epsilon < 0:
             raise ConfigError(f"stabilize.beta and stabilize.rs_epsilon must be >= 0, got "
                               f"{self.beta} and {self.rs_epsilon}")

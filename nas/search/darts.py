@@ -40,7 +40,13 @@ from nas.search.architect import Architect
 from nas.search.config import SearchConfig, check_search_runtime
 from nas.search.cost import cost_tensor
 from nas.search.diagnostics import edge_margins, hessian_eigenvalue, param_free_share
-from nas.search.stabilizers import RS_EPSILON_START, beta_regularizer, ramp, rs_noise
+from nas.search.stabilizers import (
+    RS_EPSILON_START,
+    beta_regularizer,
+    dirichlet_kl,
+    ramp,
+    rs_noise,
+)
 from nas.search.supernet.model import Supernet
 from nas.tensorboard import alpha_entropy
 
@@ -100,6 +106,7 @@ class SearchJob:
             edge_norm=cfg.model.edge_norm,
             fused=cfg.model.fused,
             aux_skip=cfg.stabilize.aux_skip,
+            dirichlet=cfg.stabilize.dirichlet,
         ).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -161,13 +168,16 @@ class SearchJob:
 
     def _cost_term(self) -> torch.Tensor:
         """What the architecture loss adds to the validation loss: the expected cost (λ·Σ
-        softmax(α)·cost) and β-DARTS's regularizer."""
+        op_weights·cost), β-DARTS's regularizer and DrNAS's KL term."""
         term = torch.zeros((), device=self.device)
         if self.cost is not None:
             term = term + self.cfg.cost.weight * self.model.expected_cost(self.cost)
+        alphas = [self.model.alphas_normal, self.model.alphas_reduce]
         if self._beta > 0:
-            alphas = [self.model.alphas_normal, self.model.alphas_reduce]
             term = term + self._beta * beta_regularizer(alphas)
+        stab = self.cfg.stabilize
+        if stab.dirichlet and stab.dirichlet_kl > 0:
+            term = term + stab.dirichlet_kl * dirichlet_kl(alphas)
         return term
 
     def step(self, batch):
@@ -269,16 +279,19 @@ class SearchJob:
 
     def _hessian_eigenvalue(self, epoch: int) -> float:
         """R-DARTS's dominant eigenvalue of ∇²_α L_val on the first validation batch, in
-        training mode as the α step sees the loss; BN running statistics are restored."""
+        training mode as the α step sees the loss (DrNAS: at the Dirichlet mean); BN
+        running statistics are restored."""
         x, y = next(iter(self.eval_loader))
         alphas = [self.model.alphas_normal, self.model.alphas_reduce]
         buffers = list(self.model.buffers())
         saved = [b.clone() for b in buffers]
+        self.model.sample = False  # DrNAS: the loss at the mean weights, not a fresh draw
         try:
             value = hessian_eigenvalue(lambda: self._loss(self.model(x), y), alphas,
                                        self.cfg.diagnostics.hessian_iters, y.shape[0],
                                        seed=self.cfg.runtime.seed + epoch)
         finally:
+            self.model.sample = True
             with torch.no_grad():
                 for b, s in zip(buffers, saved):
                     b.copy_(s)

@@ -74,7 +74,7 @@ def test_compiled_search_has_one_graph_per_mode(tmp_path, monkeypatch):
 
 
 def test_stabilized_search_compiles_once_per_mode_and_never_again(tmp_path, monkeypatch):
-    """β-DARTS, SDARTS-RS and DARTS- on: the α step (no noise), the weight step (noise) and
+    """β-DARTS, SDARTS-RS, DARTS- and DrNAS on: the α step (no noise), the weight step (noise) and
     evaluation are one graph each, and the per-epoch schedules (λ, ε, DARTS-'s β buffer)
     recompile nothing in the next epochs."""
     graphs: list[bool] = []
@@ -91,7 +91,8 @@ def test_stabilized_search_compiles_once_per_mode_and_never_again(tmp_path, monk
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     torch.manual_seed(0)
-    cfg = _config("first", stabilize={"beta": 2.0, "rs_epsilon": 0.3, "aux_skip": True})
+    cfg = _config("first", stabilize={"beta": 2.0, "rs_epsilon": 0.3, "aux_skip": True,
+                                      "dirichlet": True})
     job = SearchJob(cfg, RunDir(tmp_path / "run"))
     for epoch in range(3):
         job.start_epoch(epoch)

@@ -37,6 +37,7 @@ MODES = {
     # β-DARTS, SDARTS-RS and DARTS- at full strength (one epoch: the ramps end where they start)
     "stabilized": {"stabilize": {"beta": 2.0, "rs_epsilon": 0.3, "aux_skip": True},
                    "optim": {"epochs": 1}},
+    "drnas-second": {"stabilize": {"dirichlet": True}, "arch": {"order": "second"}},
     "stabilized-reference-second": {"stabilize": {"beta": 2.0, "rs_epsilon": 0.3,
                                                   "aux_skip": True},
                                     "optim": {"epochs": 1}, "model": {"fused": False},

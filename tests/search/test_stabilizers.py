@@ -283,3 +283,60 @@ def test_darts_minus_beta_decays_and_stays_out_of_the_genotype(tmp_path):
     assert aux and aux <= {id(p) for p in job.weights}  # trained with the weights
     ops = {op for op, _ in job.model.genotype().normal + job.model.genotype().reduce}
     assert ops <= set(OPS)
+
+
+def test_dirichlet_mean_and_reparameterized_gradient():
+    """DrNAS: concentration elu(α)+1; draws average to its mean, and the pathwise gradient
+    of E[θ·c] matches the gradient of mean·c (the closed form)."""
+    from nas.search.stabilizers import dirichlet_concentration, dirichlet_mean, dirichlet_sample
+
+    g = torch.Generator().manual_seed(0)
+    alpha = torch.randn(1, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    conc = dirichlet_concentration(alpha)
+    torch.testing.assert_close(conc, torch.where(alpha > 0, alpha + 1, alpha.exp()))
+    mean = dirichlet_mean(alpha)
+    torch.testing.assert_close(mean, conc / conc.sum())
+    c = torch.arange(5, dtype=torch.float64)
+    torch.manual_seed(0)
+    draws = dirichlet_sample(alpha.expand(200_000, 5))
+    torch.testing.assert_close(draws.sum(-1), torch.ones(200_000, dtype=torch.float64))
+    torch.testing.assert_close(draws.mean(0), mean[0].detach(), atol=3e-3, rtol=0)
+    (mc,) = torch.autograd.grad((draws @ c).mean(), alpha)
+    (exact,) = torch.autograd.grad((mean @ c).sum(), alpha)
+    torch.testing.assert_close(mc, exact, atol=1e-2, rtol=0)
+
+
+def test_dirichlet_kl_is_the_closed_form():
+    from nas.search.stabilizers import dirichlet_concentration, dirichlet_kl
+
+    g = torch.Generator().manual_seed(1)
+    a_n, a_r = torch.randn(2, 4, 6, generator=g, dtype=torch.float64)
+    total = 0.0
+    for a in (a_n, a_r):
+        b = dirichlet_concentration(a)
+        s = b.sum(-1)
+        k = b.shape[-1]
+        log_k = torch.lgamma(torch.tensor(float(k), dtype=torch.float64))
+        kl = (torch.lgamma(s) - torch.lgamma(b).sum(-1) - log_k
+              + ((b - 1) * (torch.digamma(b) - torch.digamma(s)[:, None])).sum(-1))
+        total += kl.sum().item()
+    assert dirichlet_kl([a_n, a_r]).item() == pytest.approx(total, rel=1e-10)
+    assert dirichlet_kl([torch.zeros(3, 4)]).item() == pytest.approx(0.0, abs=1e-6)  # α=0: Dir(1)
+
+
+def test_drnas_supernet_draws_in_training_and_derives_from_the_mean(tmp_path):
+    job = _job(tmp_path, dirichlet=True, dirichlet_kl=0.1)
+    model = job.model
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        model.alphas_normal.normal_()
+        model.train()
+        assert not torch.allclose(model(x), model(x))  # a fresh draw each forward
+        model.eval()
+        torch.testing.assert_close(model(x), model(x))  # evaluation: the mean
+    from nas.search.stabilizers import dirichlet_kl, dirichlet_mean
+
+    torch.testing.assert_close(model.op_weights(False), dirichlet_mean(model.alphas_normal))
+    job.start_epoch(0)
+    alphas = [model.alphas_normal, model.alphas_reduce]
+    torch.testing.assert_close(job._cost_term(), 0.1 * dirichlet_kl(alphas))

@@ -17,7 +17,7 @@ from nas.network import make_stem
 from nas.ops import OPS, is_parameter_free
 from nas.ops.osep import channel_shuffle
 from nas.ops.primitives import FactorizedReduce, ReLUConvBN
-from nas.search.stabilizers import smoothed_weights
+from nas.search.stabilizers import dirichlet_mean, dirichlet_sample, smoothed_weights
 from nas.search.supernet.fused import cell_plan, edge_order, fused_cell_forward
 from nas.spaces import SearchSpace
 
@@ -224,9 +224,13 @@ class Supernet(nn.Module):
         edge_norm: bool = False,
         fused: bool = True,
         aux_skip: bool = False,
+        dirichlet: bool = False,
     ) -> None:
         super().__init__()
         self.space = space
+        self.dirichlet = dirichlet
+        #: DrNAS draws (False: the Dirichlet mean, e.g. for a deterministic Hessian probe)
+        self.sample = True
         self.edge_norm = edge_norm
         self.fused = fused
         self._geometry = (C, layers, stem_multiplier)
@@ -269,7 +273,10 @@ class Supernet(nn.Module):
 
     # relaxation ----------------------------------------------------------------------
     def op_weights(self, reduction: bool) -> torch.Tensor:
-        return F.softmax(self.alphas_reduce if reduction else self.alphas_normal, dim=-1)
+        """The mixing weights α stands for: softmax(α), or with ``dirichlet`` (DrNAS) the
+        mean of Dirichlet(elu(α) + 1). Derivation, cost term and diagnostics read these."""
+        alpha = self.alphas_reduce if reduction else self.alphas_normal
+        return dirichlet_mean(alpha) if self.dirichlet else F.softmax(alpha, dim=-1)
 
     def edge_weights(self, reduction: bool) -> torch.Tensor | None:
         if not self.edge_norm:
@@ -281,7 +288,11 @@ class Supernet(nn.Module):
                 noise: dict[bool, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits of ``x``; ``noise`` (per cell type, shaped like α) smooths the mixing
         weights as SDARTS-RS does (:func:`nas.search.stabilizers.smoothed_weights`)."""
-        weights = {r: self.op_weights(r) for r in (False, True)}
+        if self.dirichlet and self.training and self.sample:  # DrNAS: a draw per forward
+            weights = {r: dirichlet_sample(self.alphas_reduce if r else self.alphas_normal)
+                       for r in (False, True)}
+        else:
+            weights = {r: self.op_weights(r) for r in (False, True)}
         if noise is not None:
             weights = {r: smoothed_weights(w, noise[r]) for r, w in weights.items()}
         edges = {r: self.edge_weights(r) for r in (False, True)}
