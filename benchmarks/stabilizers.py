@@ -1,0 +1,142 @@
+"""DARTS collapse fixes side by side: each method over the same search seeds.
+
+Per method (plain DARTS, each stabilizer of ``stabilize.*``, and their combination), one
+multi-seed search (``nas search CONFIG seeds=[...]``) into ``--work/<method>/``: resumable,
+a rerun reuses finished seeds. Reported per method: the share of parameter-free ops in the
+derived normal and reduction cells (mean and spread over seeds; the derivation as shipped,
+guards included), the mean pairwise edge agreement between seeds, R-DARTS's dominant
+Hessian eigenvalue at the first and last epoch (mean over seeds), and search wall time.
+
+The figures answer "which fix keeps the convolutions in the cell" at the chosen config's
+settings; they are not an accuracy comparison (that is ``nas compare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import (
+    ResultsWriter,
+    add_quick_out_args,
+    add_threads_arg,
+    base_parser,
+    describe_env,
+    resolve_device,
+)
+
+from nas.cli.configs import resolve_config
+from nas.config import load_config
+from nas.run import RunDir
+from nas.search.config import SearchConfig
+from nas.search.seeds import run_search_seeds
+
+#: method -> the config overrides that select it
+METHODS: dict[str, list[str]] = {
+    "darts": [],
+    "beta": ["stabilize.beta=25"],
+    "sdarts_rs": ["stabilize.rs_epsilon=0.3"],
+    "darts_minus": ["stabilize.aux_skip=true"],
+    "drnas": ["stabilize.dirichlet=true"],
+    "beta+rs": ["stabilize.beta=25", "stabilize.rs_epsilon=0.3"],
+    "param_free_cap": ["skip_guard.max_param_free=2"],
+}
+COLUMNS = ("method", "seeds", "normal_param_free", "normal_param_free_std",
+           "reduce_param_free", "agreement", "hessian_first", "hessian_last", "search_s")
+QUICK_OVERRIDES = [
+    "data.name=synthetic", "data.options={num_samples: 32, image_size: 8, channels: 3, "
+    "num_classes: 3}", "data.limit=null", "data.batch_size=8", "data.eval_batch_size=8",
+    "model.init_channels=4", "model.layers=3", "space.steps=2", "space.multiplier=2",
+    "optim.epochs=2", "runtime.progress=false", "runtime.tensorboard=false",
+]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = base_parser(__doc__)
+    p.add_argument("--config", default="quick", help="search config (default: quick)")
+    p.add_argument("--seeds", type=int, nargs="+", help="search seeds (0 1 2)")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="(all)")
+    p.add_argument("--hessian-iters", type=int,
+                   help="power iterations of the eigenvalue diagnostic per epoch (5)")
+    p.add_argument("--work", default="runs/bench-stabilizers",
+                   help="run folders, one per method (resumable)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for every method")
+    add_threads_arg(p)
+    add_quick_out_args(p, "tiny synthetic searches, two methods: the smoke test")
+    return p.parse_args(argv)
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _method_row(method: str, root: Path, seeds: list[int], seconds: float) -> dict[str, Any]:
+    summary = json.loads((root / "summary.json").read_text())
+    runs = summary["runs"]
+    normal = [r["normal_param_free"] for r in runs]
+    first, last = [], []
+    for seed in seeds:
+        rows = RunDir(root / f"seed{seed}", read_only=True).read_metrics()
+        eig = [r["hessian_eig"] for r in rows if isinstance(r.get("hessian_eig"), float)]
+        if eig:
+            first.append(eig[0])
+            last.append(eig[-1])
+    return {
+        "method": method,
+        "seeds": len(runs),
+        "normal_param_free": _mean(normal),
+        "normal_param_free_std": statistics.stdev(normal) if len(normal) > 1 else None,
+        "reduce_param_free": _mean([r["reduce_param_free"] for r in runs]),
+        "agreement": summary["agreement"]["mean"],
+        "hessian_first": _mean(first),
+        "hessian_last": _mean(last),
+        "search_s": round(seconds, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    quick = {"methods": ["darts", "beta+rs"], "seeds": [0, 1], "hessian_iters": 2}
+    full = {"methods": list(METHODS), "seeds": [0, 1, 2], "hessian_iters": 5}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    config = str(resolve_config(args.config, "search"))
+    meta = {**describe_env(resolve_device(args.device)), "config": args.config,
+            "seeds": list(args.seeds), "extra": args.set, "hessian_iters": args.hessian_iters,
+            "quick": args.quick}
+    writer = ResultsWriter("stabilizers", meta, args.out, COLUMNS)  # a row per method, kept
+    for method in args.methods:
+        root = work / method
+        overrides = [*(QUICK_OVERRIDES if args.quick else []), *args.set, *METHODS[method],
+                     f"seeds={list(args.seeds)}", f"run_dir={root}",
+                     f"diagnostics.hessian_iters={args.hessian_iters}",
+                     f"runtime.device={args.device}", f"name={method}"]
+        cfg = load_config(SearchConfig, config, overrides)
+        start = time.perf_counter()
+        run_search_seeds(cfg)
+        writer.add(_method_row(method, root, list(args.seeds), time.perf_counter() - start))
+        print(f"{method}: normal cells {100 * writer.rows[-1]['normal_param_free']:.0f}% "
+              "parameter-free", file=sys.stderr)
+    notes = [f"config `{args.config}`, seeds {list(args.seeds)}; param-free: share of the "
+             "derived cell's edges on skip/pools (mean over seeds); agreement: mean pairwise "
+             "edge agreement; hessian: dominant eigenvalue of the α Hessian (mean over seeds); "
+             "search_s: wall time of a method's seeds (seconds only when reused from --work)."]
+    methods = "; ".join(f"`{m}`: {' '.join(METHODS[m]) or 'plain DARTS'}" for m in args.methods)
+    writer.finish(meta, notes=notes, extra_md=f"\nMethods: {methods}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
