@@ -169,16 +169,18 @@ class SearchJob:
     def _cost_term(self) -> torch.Tensor:
         """What the architecture loss adds to the validation loss: the expected cost (λ·Σ
         op_weights·cost), β-DARTS's regularizer and DrNAS's KL term."""
-        term = torch.zeros((), device=self.device)
+        terms = []
         if self.cost is not None:
-            term = term + self.cfg.cost.weight * self.model.expected_cost(self.cost)
+            terms.append(self.cfg.cost.weight * self.model.expected_cost(self.cost))
         alphas = [self.model.alphas_normal, self.model.alphas_reduce]
         if self._beta > 0:
-            term = term + self._beta * beta_regularizer(alphas)
+            terms.append(self._beta * beta_regularizer(alphas))
         stab = self.cfg.stabilize
         if stab.dirichlet and stab.dirichlet_kl > 0:
-            term = term + stab.dirichlet_kl * dirichlet_kl(alphas)
-        return term
+            terms.append(stab.dirichlet_kl * dirichlet_kl(alphas))
+        if not terms:
+            return torch.zeros((), device=self.device)
+        return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
 
     def step(self, batch):
         x, y = batch
