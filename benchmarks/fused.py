@@ -151,7 +151,7 @@ def build_job(case: Case, path: str, args: argparse.Namespace, device, run_dir: 
             edge_norm=case.edge_norm,
             fused=fused,
         ),
-        arch=ArchConfig(order=case.order),
+        arch=ArchConfig(order=case.order, warmup_epochs=0),  # every step has its α step
         runtime=RuntimeConfig(
             device=str(device),
             amp=False,

@@ -59,7 +59,7 @@ from _pil_loader import torchvision_loader
 
 from nas.config import DataConfig, RuntimeConfig
 from nas.run import RunDir
-from nas.search.config import SearchConfig, SpaceConfig, SupernetConfig
+from nas.search.config import ArchConfig, SearchConfig, SpaceConfig, SupernetConfig
 from nas.search.darts import SearchJob
 
 SPACE = "full"
@@ -187,6 +187,7 @@ def build_job(
             partial_channels=loop.partial_k,
             edge_norm=loop.edge_norm,
         ),
+        arch=ArchConfig(warmup_epochs=0),  # every timed step has its α step
         runtime=RuntimeConfig(
             device=str(device), amp=loop.amp, channels_last=loop.channels_last, progress=False,
             threads=args.threads,  # else the job sizes its threads to the free cores

@@ -34,9 +34,11 @@ from _common import (
 
 from nas.cli.configs import resolve_config
 from nas.config import load_config
+from nas.genotype import load_genotype
 from nas.run import RunDir
 from nas.search.config import SearchConfig
-from nas.search.seeds import run_search_seeds
+from nas.search.darts import SearchJob, select_run
+from nas.search.seeds import run_search_seeds, summarize_seeds
 
 #: method -> the config overrides that select it
 METHODS: dict[str, list[str]] = {
@@ -46,7 +48,17 @@ METHODS: dict[str, list[str]] = {
     "darts_minus": ["stabilize.aux_skip=true"],
     "drnas": ["stabilize.dirichlet=true"],
     "beta+rs": ["stabilize.beta=25", "stabilize.rs_epsilon=0.3"],
-    "param_free_cap": ["skip_guard.max_param_free=2"],
+}
+#: every method starts from plain DARTS, whatever the config ships (the shipped search
+#: configs default to β-DARTS)
+PLAIN = ["stabilize.beta=0", "stabilize.rs_epsilon=0", "stabilize.aux_skip=false",
+         "stabilize.dirichlet=false"]
+#: method -> (the method whose finished seeds it re-derives, how): the cap re-derives the
+#: supernet with the overrides; ``select`` reads DARTS-PT's genotype_pt.yaml that
+#: ``nas select`` wrote (run it first, or pass --select to run it here)
+DERIVED: dict[str, tuple[str, list[str] | None]] = {
+    "param_free_cap": ("darts", ["skip_guard.max_param_free=2"]),
+    "darts_pt": ("darts", None),
 }
 COLUMNS = ("method", "seeds", "normal_param_free", "normal_param_free_std",
            "reduce_param_free", "agreement", "hessian_first", "hessian_last", "search_s")
@@ -62,7 +74,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = base_parser(__doc__)
     p.add_argument("--config", default="quick", help="search config (default: quick)")
     p.add_argument("--seeds", type=int, nargs="+", help="search seeds (0 1 2)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="(all)")
+    p.add_argument("--methods", nargs="+", choices=[*METHODS, *DERIVED], help="(all)")
+    p.add_argument("--select", nargs="*", metavar="KEY=VALUE",
+                   help="run `nas select` for darts_pt where genotype_pt.yaml is missing, with "
+                   "these select.* overrides (default: only read what is there)")
     p.add_argument("--hessian-iters", type=int,
                    help="power iterations of the eigenvalue diagnostic per epoch (5)")
     p.add_argument("--work", default="runs/bench-stabilizers",
@@ -102,10 +117,57 @@ def _method_row(method: str, root: Path, seeds: list[int], seconds: float) -> di
     }
 
 
+def _derived_row(method: str, work: Path, seeds: list[int],
+                 select: list[str] | None) -> dict[str, Any]:
+    """A method that only re-derives another's finished searches: its genotypes per seed,
+    summarized as a search of its own; time is the derivation's (DARTS-PT's selection)."""
+    base, overrides = DERIVED[method]
+    genotypes, seconds = {}, 0.0
+    for seed in seeds:
+        folder = work / base / f"seed{seed}"
+        if overrides is not None:
+            cfg = load_config(SearchConfig, str(folder / "config.yaml"), overrides)
+            job = SearchJob(cfg, RunDir(folder, read_only=True))
+            job.load_state_dict(RunDir(folder, read_only=True).load_checkpoint()["job"])
+            guard = cfg.skip_guard
+            genotypes[seed] = job.model.genotype(guard.max_skips, guard.max_param_free)
+            continue
+        if not (folder / "genotype_pt.yaml").is_file() and select is not None:
+            select_run(folder, select)
+        genotypes[seed] = load_genotype(folder / "genotype_pt.yaml")
+        seconds += json.loads((folder / "selection.json").read_text()).get("seconds") or 0.0
+    summary = summarize_seeds(genotypes)
+    normal = [r["normal_param_free"] for r in summary["runs"]]
+    base_row = _method_row(base, work / base, seeds, 0.0)
+    return {
+        "method": method, "seeds": len(seeds), "normal_param_free": _mean(normal),
+        "normal_param_free_std": statistics.stdev(normal) if len(normal) > 1 else None,
+        "reduce_param_free": _mean([r["reduce_param_free"] for r in summary["runs"]]),
+        "agreement": summary["agreement"]["mean"],
+        "hessian_first": base_row["hessian_first"], "hessian_last": base_row["hessian_last"],
+        "search_s": round(seconds, 1) if seconds else None,
+    }
+
+
+def _search_row(method: str, work: Path, config: str,
+                args: argparse.Namespace) -> dict[str, Any]:
+    """One multi-seed search per method (resumable), summarized."""
+    root = work / method
+    overrides = [*(QUICK_OVERRIDES if args.quick else []), *PLAIN, *args.set, *METHODS[method],
+                 f"seeds={list(args.seeds)}", f"run_dir={root}",
+                 f"diagnostics.hessian_iters={args.hessian_iters}",
+                 f"runtime.device={args.device}", f"name={method}"]
+    cfg = load_config(SearchConfig, config, overrides)
+    start = time.perf_counter()
+    run_search_seeds(cfg)
+    return _method_row(method, root, list(args.seeds), time.perf_counter() - start)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    quick = {"methods": ["darts", "beta+rs"], "seeds": [0, 1], "hessian_iters": 2}
-    full = {"methods": list(METHODS), "seeds": [0, 1, 2], "hessian_iters": 5}
+    quick = {"methods": ["darts", "beta+rs", "param_free_cap", "darts_pt"], "seeds": [0, 1],
+             "hessian_iters": 2, "select": ["select.tune_steps=1", "select.eval_batches=1"]}
+    full = {"methods": [*METHODS, *DERIVED], "seeds": [0, 1, 2], "hessian_iters": 5}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -118,22 +180,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick}
     writer = ResultsWriter("stabilizers", meta, args.out, COLUMNS)  # a row per method, kept
     for method in args.methods:
-        root = work / method
-        overrides = [*(QUICK_OVERRIDES if args.quick else []), *args.set, *METHODS[method],
-                     f"seeds={list(args.seeds)}", f"run_dir={root}",
-                     f"diagnostics.hessian_iters={args.hessian_iters}",
-                     f"runtime.device={args.device}", f"name={method}"]
-        cfg = load_config(SearchConfig, config, overrides)
-        start = time.perf_counter()
-        run_search_seeds(cfg)
-        writer.add(_method_row(method, root, list(args.seeds), time.perf_counter() - start))
+        if method in DERIVED:
+            writer.add(_derived_row(method, work, list(args.seeds), args.select))
+        else:
+            writer.add(_search_row(method, work, config, args))
         print(f"{method}: normal cells {100 * writer.rows[-1]['normal_param_free']:.0f}% "
               "parameter-free", file=sys.stderr)
     notes = [f"config `{args.config}`, seeds {list(args.seeds)}; param-free: share of the "
              "derived cell's edges on skip/pools (mean over seeds); agreement: mean pairwise "
              "edge agreement; hessian: dominant eigenvalue of the α Hessian (mean over seeds); "
-             "search_s: wall time of a method's seeds (seconds only when reused from --work)."]
-    methods = "; ".join(f"`{m}`: {' '.join(METHODS[m]) or 'plain DARTS'}" for m in args.methods)
+             "search_s: wall time of a method's seeds (seconds only when reused from --work); "
+             "derived methods re-derive plain DARTS's searches: param_free_cap caps "
+             "skip/pools at 2, darts_pt is DARTS-PT's selection (search_s: its time), "
+             "their hessian columns are plain DARTS's."]
+    how = {**{m: " ".join(o) or "plain DARTS" for m, o in METHODS.items()},
+           "param_free_cap": "darts re-derived, skip_guard.max_param_free=2",
+           "darts_pt": "darts re-derived by DARTS-PT (nas select)"}
+    methods = "; ".join(f"`{m}`: {how[m]}" for m in args.methods)
     writer.finish(meta, notes=notes, extra_md=f"\nMethods: {methods}\n")
     return 0
 

@@ -18,7 +18,8 @@ START=$SECONDS
 
 step() {  # step NAME CMD...: run within what is left of the part, log command and time
   local name="$1"; shift
-  echo "$*" >> "$COMMANDS"
+  local line="$*"
+  echo "${line//"$HERE/"/}" >> "$COMMANDS"  # paths relative to the experiment folder
   local t0=$SECONDS rc=0
   if (( PART_SECONDS > 0 )); then
     local left=$(( PART_SECONDS - (SECONDS - START) ))
@@ -56,8 +57,12 @@ step search_cost "$NAS" -q search "$HERE/search_cost.yaml" \
   "run_dir=$RUNS/search_cost" "${SEARCH_ARGS[@]}"
 sed -e "s#@SEARCH@#$RUNS/search#" -e "s#@SEARCH_COST@#$RUNS/search_cost#" \
   "$HERE/compare.yaml" > "$RUNS/compare.yaml"
-step compare "$NAS" -q compare "$RUNS/compare.yaml" "run_dir=$RUNS/compare" "${COMPARE_ARGS[@]}"
-step report "$NAS" -q report "$RUNS/compare" --out "$RESULTS/report.html"
+# Committed results name files relative to the experiment folder, never by this machine's
+# absolute paths (compare.csv, report.html).
+step compare "$NAS" -q compare "$RUNS/compare.yaml" "run_dir=$RUNS/compare" \
+  "paths_relative_to=$HERE" "${COMPARE_ARGS[@]}"
+step report "$NAS" -q report "$RUNS/compare" --out "$RESULTS/report.html" \
+  --paths-relative-to "$HERE"
 
 # What to commit: small text and images, no checkpoints.
 cp "$RUNS/compare/compare.md" "$RUNS/compare/compare.csv" "$RUNS/compare"/pareto_*.png "$RESULTS/"

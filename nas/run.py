@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import tempfile
@@ -45,6 +46,8 @@ __all__ = [
     "atomic_write_text",
     "load_weights",
     "error_summary",
+    "relative_path",
+    "relative_paths",
 ]
 
 log = logging.getLogger("nas")
@@ -150,6 +153,26 @@ def error_summary(exc: BaseException, limit: int = 120) -> str:
         lines.pop(0)
     line = lines[0] if lines else type(exc).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# paths in results ----------------------------------------------------------------------------
+
+
+def relative_path(path: str | Path, base: str | Path) -> str:
+    """``path`` as seen from ``base`` (``..`` where needed, worked out lexically): results
+    name files relative to their run or experiment, so they read the same on any checkout
+    and never show an absolute path of the machine that wrote them."""
+    return os.path.relpath(os.path.abspath(os.fspath(path)), os.path.abspath(os.fspath(base)))
+
+
+# An absolute POSIX path in prose, YAML or a table cell: a "/" that starts a word (not
+# "km/h", "a/b", "http://", "</tag"), up to a space, quote, bracket or separator.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/<-])/[^\s'\"`,;|()\[\]{}<>]+")
+
+
+def relative_paths(text: str, base: str | Path) -> str:
+    """``text`` with every absolute path in it rewritten by :func:`relative_path`."""
+    return _ABSOLUTE_PATH.sub(lambda m: relative_path(m.group(0), base), text)
 
 
 # one writer per run folder ------------------------------------------------------------------

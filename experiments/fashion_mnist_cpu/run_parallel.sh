@@ -29,7 +29,8 @@ TIMES="$RESULTS/wall_times.tsv"
 
 step() {  # step NAME CMD...: one thread, log the command and its wall time
   local name="$1"; shift
-  echo "OMP_NUM_THREADS=1 $*" >> "$RESULTS/commands.txt"
+  local line="OMP_NUM_THREADS=1 $*"
+  echo "${line//"$HERE/"/}" >> "$RESULTS/commands.txt"  # paths relative to the experiment
   local t0=$SECONDS rc=0
   OMP_NUM_THREADS=1 "$@" || rc=$?
   printf '%s\t%d\t%s\n' "$name" $((SECONDS - t0)) "$rc" >> "$TIMES"

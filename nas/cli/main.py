@@ -71,6 +71,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    from nas.search.darts import select_run
+
+    _single_process("select")
+    print(select_run(args.run, args.overrides))
+    return 0
+
+
 def _single_process(command: str) -> None:
     """mo-search, compare and quickstart run whole jobs one after another: not under torchrun."""
     from nas.distributed import launched
@@ -245,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add(sub, "search", cmd_search, "DARTS-style differentiable search; writes a genotype")
     _add(sub, "mo-search", cmd_mo_search, "multi-objective search (Optuna or Ray Tune)")
+    p = sub.add_parser(
+        "select", help="DARTS-PT perturbation selection on a finished search folder",
+        description="Re-derive a finished `nas search` folder's genotype by DARTS-PT (Wang "
+        "et al., ICLR 2021): per edge the op whose removal costs the most validation "
+        "accuracy, with weight tuning between decisions. Writes RUN/genotype_pt.yaml and "
+        "RUN/selection.json; RUN/genotype.yaml stays.",
+        epilog="example: nas select runs/search/quick select.tune_steps=20",
+    )
+    p.add_argument("run", metavar="RUN", help="a finished `nas search` run folder")
+    p.add_argument("overrides", nargs="*",
+                   help="select.* (tune_epochs, tune_steps, eval_batches, topology), runtime.*")
+    p.set_defaults(func=cmd_select)
     from nas.cli.latency_table import add_latency_table_parser  # torch-free import
 
     add_latency_table_parser(sub)

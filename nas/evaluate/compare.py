@@ -46,9 +46,10 @@ from nas.deploy import to_deploy
 from nas.errors import ConfigError, NasError
 from nas.evaluate.deploy_report import load_trained
 from nas.evaluate.significance import format_significance, significance_rows
+from nas.evaluate.table import format_table, is_summary
 from nas.evaluate.train import TrainConfig, TrainResult, run_train
 from nas.pareto import pareto_mask
-from nas.run import atomic_savefig, atomic_write_text
+from nas.run import atomic_savefig, atomic_write_text, relative_path
 from nas.runtime import open_run
 from nas.spaces import SearchSpace, get_space, random_genotype
 from nas.spaces.baselines import BASELINES, resolve_genotype
@@ -56,7 +57,7 @@ from nas.threads import cpu_oversubscribed
 
 __all__ = [
     "CompareConfig", "CompareEntry", "RandomGroup", "Member", "expand_entries", "check_members",
-    "group_summary", "with_group_rows", "run_compare", "format_table",
+    "group_summary", "with_group_rows", "run_compare", "format_table", "pareto_figure",
 ]
 
 log = logging.getLogger("nas")
@@ -129,6 +130,10 @@ class CompareConfig:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     latency_device: str = "cpu"
     latency_batch: int = 1
+    #: compare.csv names genotype files and folders relative to this folder (default: the
+    #: run folder), never as absolute paths of the machine that ran (experiments: their own
+    #: folder, so committed results read the same on any checkout)
+    paths_relative_to: str | None = None
 
     def validate(self) -> None:
         if not self.entries:
@@ -165,13 +170,17 @@ class Member:
 _SEED_DIR = re.compile(r"seed(\d+)")
 
 
+def _names_path(spec: str) -> bool:
+    """``spec`` can only be a file or folder: no baseline name, DARTS string or JSON text."""
+    spec = spec.strip()
+    return bool(spec) and (spec.upper().replace("-", "_") not in BASELINES
+                           and not spec.startswith(("Genotype(", "{")))
+
+
 def _search_folder(spec: str) -> Path | None:
     """``spec`` as a folder (a search run or a multi-seed search), else None."""
-    spec = spec.strip()
-    if not spec or spec.upper().replace("-", "_") in BASELINES or spec.startswith("Genotype("):
-        return None
-    path = Path(spec).expanduser()
-    return path if path.is_dir() else None
+    path = Path(spec.strip()).expanduser()
+    return path if _names_path(spec) and path.is_dir() else None
 
 
 def _folder_members(i: int, entry: CompareEntry, folder: Path) -> list[Member]:
@@ -233,11 +242,16 @@ def _missing_path(spec: str) -> bool:
     """``spec`` reads as a file or folder path (not a baseline or DARTS string) that is not
     there, e.g. the shipped configs' default search folder before that search ran."""
     spec = spec.strip()
-    if (not spec or spec.upper().replace("-", "_") in BASELINES
-            or spec.startswith(("Genotype(", "{"))):
+    if not _names_path(spec):
         return False
     looks = "/" in spec or spec.lower().endswith(_GENOTYPE_FILE_SUFFIXES)
     return looks and not Path(spec).expanduser().exists()
+
+
+def _portable_spec(spec: str, base: Path) -> str:
+    """A genotype file or folder as a path relative to ``base``; any other spec as it is."""
+    path = Path(spec.strip()).expanduser()
+    return relative_path(path, base) if _names_path(spec) and path.exists() else spec
 
 
 def check_members(members: Sequence[Member], config: str) -> None:
@@ -274,8 +288,9 @@ def _entry_config(cfg: CompareConfig, entry: CompareEntry, base: Path) -> TrainC
 
 
 def _summarize(
-    entry: CompareEntry, results: list[TrainResult], cfg: CompareConfig
+    entry: CompareEntry, results: list[TrainResult], cfg: CompareConfig, base: Path
 ) -> dict[str, Any]:
+    """One table row; paths in it are relative to ``base``."""
     accs = [r.test_acc for r in results if r.test_acc is not None]
     model, _ = load_trained(results[0].run_dir)
     deployed = to_deploy(model)
@@ -287,7 +302,8 @@ def _summarize(
     mems = [r.peak_mem_mb for r in results if r.peak_mem_mb]
     return {
         "name": entry.name,
-        "genotype": entry.genotype + (f"+{entry.transplant}" if entry.transplant else ""),
+        "genotype": (_portable_spec(entry.genotype, base)
+                     + (f"+{entry.transplant}" if entry.transplant else "")),
         "channels": results[0].init_channels,
         "seeds": len(accs),
         "acc_mean": statistics.mean(accs) if accs else float("nan"),
@@ -346,62 +362,18 @@ def with_group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _is_summary(row: dict[str, Any]) -> bool:
-    return "members" in row
-
-
-_COLUMNS = [
-    ("name", "genotype", "{}"),
-    ("channels", "C", "{}"),
-    ("acc_mean", "test acc (mean ± std)", None),
-    ("params_M", "params (M)", "{:.3f}"),
-    ("macs_M", "MACs (M)", "{:.1f}"),
-    ("deploy_bytes", "deploy KiB", None),
-    ("latency_ms", "latency (ms)", "{:.2f}"),
-    ("train_images_per_s", "train img/s", "{:.0f}"),
-    ("peak_train_mem_MB", "peak train mem (MB)", "{:.0f}"),
-]
-
-
-def format_table(rows: list[dict[str, Any]], latency_note: str) -> str:
-    """Markdown table, one row per compared genotype and one per group (its means)."""
-    head = [title for _, title, _ in _COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = []
-        for key, _, fmt in _COLUMNS:
-            if key == "acc_mean":
-                mean, std = 100 * r["acc_mean"], 100 * r["acc_std"]
-                n = f"n={r['members']} genotypes" if _is_summary(r) else f"n={r['seeds']}"
-                cells.append(f"{mean:.2f} ± {std:.2f} ({n})")
-            elif key == "deploy_bytes":
-                cells.append(f"{r['deploy_bytes'] / 1024:.1f}")
-            elif key == "latency_ms":
-                cells.append(fmt.format(r[key]) + (" (busy CPU)" if r.get("latency_noisy") else ""))
-            else:
-                cells.append(fmt.format(r[key]))
-        lines.append("| " + " | ".join(cells) + " |")
-    if any(r.get("latency_noisy") for r in rows):
-        latency_note += ("\n(busy CPU): latency measured while the CPU was oversubscribed; "
-                         "re-measure on an idle machine (`nas deploy RUN`)")
-    if any(_is_summary(r) for r in rows):
-        latency_note += ("\nGroup rows (`NAME (n=K)`) are means over the group's members: "
-                         "accuracy is the mean ± std of the members' mean accuracies, every "
-                         "other column the members' mean.")
-    return "\n".join(lines) + f"\n\n{latency_note}\n"
-
-
 _CLOUD_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:cyan")
 
 
-def _plot(
-    rows: list[dict[str, Any]], key: str, label: str, path: Path,
-    clouds: Sequence[str] = (),
-) -> None:
+def pareto_figure(
+    rows: list[dict[str, Any]], key: str, label: str, clouds: Sequence[str] = (),
+) -> Figure:
     """Accuracy against ``key``. Only individual entries are drawn (group summary rows are
     in the table) and the front is over them; members of the random groups named in
-    ``clouds`` are a light unlabelled cloud with one legend entry per group."""
-    singles = [r for r in rows if not _is_summary(r)]
+    ``clouds`` are a light unlabelled cloud with one legend entry per group. Each entry
+    trained with several seeds has an error bar of ± one std over those seeds, so a gap
+    smaller than the seed noise shows as such; a single-seed entry has none."""
+    singles = [r for r in rows if not is_summary(r)]
     acc = np.array([100 * r["acc_mean"] for r in singles])
     cost = np.array([r[key] for r in singles], dtype=float)
     front = pareto_mask(acc, cost)
@@ -420,6 +392,12 @@ def _plot(
     if (cloud & front).any():  # a random genotype on the front: ringed, still unlabelled
         ax.scatter(cost[cloud & front], acc[cloud & front], s=30, facecolors="none",
                    edgecolors="tab:red")
+    spread = np.array([r["seeds"] > 1 for r in singles], dtype=bool)
+    if spread.any():
+        std = np.array([100 * r["acc_std"] for r in singles])
+        ax.errorbar(cost[spread], acc[spread], yerr=std[spread], fmt="none", ecolor="tab:gray",
+                    elinewidth=0.8, capsize=2, alpha=0.7, zorder=1,
+                    label="± 1 std over training seeds")
     order = np.argsort(cost[front])
     ax.plot(cost[front][order], acc[front][order], c="tab:red", lw=1, alpha=0.6)
     for r, x, y, in_cloud in zip(singles, cost, acc, cloud):
@@ -429,7 +407,7 @@ def _plot(
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    atomic_savefig(fig, path, dpi=120)
+    return fig
 
 
 def _random_note(cfg: CompareConfig) -> str:
@@ -466,12 +444,13 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
     check_members(members, cfg.name)
     with open_run(cfg.name, cfg.run_dir, "compare") as run:
         run.save_config(dump_config(cfg))
+        base = Path(cfg.paths_relative_to).expanduser() if cfg.paths_relative_to else run.path
         rows = []
         for m in members:
             entry = m.entry
             log.info("compare: %s (%s)", entry.name, entry.genotype)
             results = run_train(_entry_config(cfg, entry, run.path))
-            rows.append({**_summarize(entry, results, cfg), "group": m.group})
+            rows.append({**_summarize(entry, results, cfg, base), "group": m.group})
         rows = with_group_rows(rows)
         note = (
             f"latency: deploy form, batch {cfg.latency_batch}, {cfg.latency_device}; "
@@ -484,8 +463,10 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
             atomic_write_text(run / "significance.md",
                               format_significance(significance_rows(rows)))
         clouds = list(dict.fromkeys(m.group for m in members if m.random))
-        _plot(rows, "params_M", "parameters (M)", run / "pareto_params.png", clouds)
-        _plot(rows, "latency_ms", f"latency (ms, {cfg.latency_device})",
-              run / "pareto_latency.png", clouds)
+        for key, label, name in (
+            ("params_M", "parameters (M)", "pareto_params.png"),
+            ("latency_ms", f"latency (ms, {cfg.latency_device})", "pareto_latency.png"),
+        ):
+            atomic_savefig(pareto_figure(rows, key, label, clouds), run / name, dpi=120)
         print(table)
         return rows

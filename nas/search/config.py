@@ -4,6 +4,7 @@ skip guard, and the runtime settings a search refuses."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from nas.config import DataConfig, OptimConfig, RuntimeConfig, SSLConfig
@@ -18,6 +19,8 @@ __all__ = [
     "SkipGuardConfig",
     "StabilizeConfig",
     "DiagnosticsConfig",
+    "SelectConfig",
+    "ProgressiveConfig",
     "SearchConfig",
     "SYNC_BN_REFUSED",
     "check_search_runtime",
@@ -62,11 +65,23 @@ class ArchConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 1e-3
     order: Literal["first", "second"] = "first"
-    warmup_epochs: int = 0
+    # epochs of weight steps only before α moves (PC-DARTS: 15 of 50); null: the first
+    # ``warmup_fraction`` of the search (PC-DARTS's 30 %, rounded down)
+    warmup_epochs: int | None = None
+    warmup_fraction: float = 0.3
 
     def validate(self) -> None:
-        if self.warmup_epochs < 0:
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ConfigError(f"arch.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"arch.warmup_fraction must be in [0, 1), got "
+                              f"{self.warmup_fraction}")
+
+    def warmup(self, epochs: int) -> int:
+        """Epochs without architecture steps in a search of ``epochs`` epochs."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return math.floor(self.warmup_fraction * epochs + 1e-9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,11 +159,87 @@ class DiagnosticsConfig:
     validation loss's Hessian in α (R-DARTS, Zela et al., ICLR 2020), 0 = off."""
 
     hessian_iters: int = 0
+    # R-DARTS's early stop (DARTS-ES): with λ̄(i) the mean eigenvalue of epochs i-k+1..i,
+    # stop at epoch i once λ̄(i-k) / λ̄(i) < threshold and derive from epoch i-k's α
+    # (the paper: k = 5, T = 0.75); needs hessian_iters > 0
+    eig_stop: bool = False
+    eig_window: int = 5
+    eig_threshold: float = 0.75
 
     def validate(self) -> None:
         if self.hessian_iters < 0:
             raise ConfigError(f"diagnostics.hessian_iters must be >= 0, got "
                               f"{self.hessian_iters}")
+        if self.eig_stop and self.hessian_iters == 0:
+            raise ConfigError("diagnostics.eig_stop reads the Hessian eigenvalue: set "
+                              "diagnostics.hessian_iters > 0 (e.g. 5)")
+        if self.eig_window < 1 or not 0.0 < self.eig_threshold <= 1.0:
+            raise ConfigError(f"diagnostics.eig_window must be >= 1 and eig_threshold in "
+                              f"(0, 1], got {self.eig_window} and {self.eig_threshold}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressiveConfig:
+    """P-DARTS (Chen et al., ICCV 2019): the search in stages of ``layers`` cells each (the
+    paper: 5, 11, 17), every stage a new supernet (weights and α initialized again) over the
+    ops still kept, ``optim.epochs`` long with its own α warm-up; after stage ``k`` each
+    edge keeps its ``keep_ops[k]`` ops of largest mixing weight (``none`` counted, as the
+    official code does; the paper: 8 -> 5 -> 3). ``skip_dropout[k]``: dropout after every
+    stride-1 skip in stage ``k`` (the paper's CIFAR-10: 0.0, 0.4, 0.7), decayed as the
+    official code does: ``p·(E − e − 1)/E`` during the warm-up, ``p·exp(−0.2·(e − W))``
+    after it. The skip cap at the end is ``skip_guard.max_skips`` (the paper: 2).
+    ``layers: null``: one stage, plain DARTS.
+    """
+
+    layers: list[int] | None = None
+    keep_ops: list[int] = dataclasses.field(default_factory=lambda: [5, 3])
+    skip_dropout: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.4, 0.7])
+
+    def validate(self) -> None:
+        if self.layers is None:
+            return
+        n = len(self.layers)
+        if n < 1 or min(self.layers) < 3:
+            raise ConfigError(f"progressive.layers must list stages of >= 3 cells, got "
+                              f"{self.layers}")
+        if len(self.keep_ops) != n - 1 or len(self.skip_dropout) != n:
+            raise ConfigError(f"progressive: {n} stages need {n - 1} keep_ops (after each "
+                              f"stage but the last) and {n} skip_dropout, got "
+                              f"{self.keep_ops} and {self.skip_dropout}")
+        if any(k < 2 for k in self.keep_ops) or any(
+                b > a for a, b in zip(self.keep_ops, self.keep_ops[1:])):
+            raise ConfigError(f"progressive.keep_ops must be >= 2 and not increase, got "
+                              f"{self.keep_ops}")
+        if any(not 0.0 <= p < 1.0 for p in self.skip_dropout):
+            raise ConfigError(f"progressive.skip_dropout must be in [0, 1), got "
+                              f"{self.skip_dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectConfig:
+    """How the genotype is read off the supernet at the end of the search.
+
+    ``argmax``: DARTS, the strongest op per edge and the strongest edges per node.
+    ``perturbation``: DARTS-PT (Wang et al., ICLR 2021, :mod:`nas.search.perturbation`):
+    edges in a seeded random order, each decided to the op whose removal costs the most
+    validation accuracy, then per node the inputs whose removal costs the most, with
+    ``tune_epochs`` of weight training after each decision (the paper: 5 on CIFAR-10);
+    ``tune_steps`` replaces that with a step count, ``eval_batches`` caps the validation
+    batches of each accuracy (null: the whole split).
+    """
+
+    method: Literal["argmax", "perturbation"] = "argmax"
+    tune_epochs: int = 5
+    tune_steps: int | None = None
+    eval_batches: int | None = None
+    topology: bool = True
+
+    def validate(self) -> None:
+        if self.tune_epochs < 0 or (self.tune_steps is not None and self.tune_steps < 0):
+            raise ConfigError("select.tune_epochs and select.tune_steps must be >= 0")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            raise ConfigError(f"select.eval_batches must be >= 1 or null, got "
+                              f"{self.eval_batches}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +255,8 @@ class SearchConfig:
     skip_guard: SkipGuardConfig = dataclasses.field(default_factory=SkipGuardConfig)
     stabilize: StabilizeConfig = dataclasses.field(default_factory=StabilizeConfig)
     diagnostics: DiagnosticsConfig = dataclasses.field(default_factory=DiagnosticsConfig)
+    select: SelectConfig = dataclasses.field(default_factory=SelectConfig)
+    progressive: ProgressiveConfig = dataclasses.field(default_factory=ProgressiveConfig)
     ssl: SSLConfig = dataclasses.field(default_factory=SSLConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     # Keep this share of the training set (stratified, seeded) out of the search entirely,

@@ -10,15 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from nas import distributed
-from nas.config import dump_config
+from nas.config import dump_config, load_config
 from nas.data import holdout_split, search_split
 from nas.errors import ConfigError
 from nas.genotype import Genotype, save_genotype
@@ -37,9 +40,16 @@ from nas.runtime import (
     setup_threads,
 )
 from nas.search.architect import Architect
-from nas.search.config import SearchConfig, check_search_runtime
+from nas.search.config import ProgressiveConfig, SearchConfig, check_search_runtime
 from nas.search.cost import cost_tensor
-from nas.search.diagnostics import edge_margins, hessian_eigenvalue, param_free_share
+from nas.search.diagnostics import (
+    edge_margins,
+    eigenvalue_stop,
+    hessian_eigenvalue,
+    param_free_share,
+)
+from nas.search.perturbation import perturbation_select
+from nas.search.progressive import prune_ops, skip_dropout_rate, stage_dir
 from nas.search.stabilizers import (
     RS_EPSILON_START,
     beta_regularizer,
@@ -50,7 +60,7 @@ from nas.search.stabilizers import (
 from nas.search.supernet.model import Supernet
 from nas.tensorboard import alpha_entropy
 
-__all__ = ["SearchJob", "SearchResult", "run_search"]
+__all__ = ["SearchJob", "SearchResult", "run_search", "select_run", "select_by_perturbation"]
 
 log = logging.getLogger("nas")
 
@@ -68,7 +78,11 @@ class SearchJob:
     test_host_syncs.py`` counts them.
     """
 
-    def __init__(self, cfg: SearchConfig, run: RunDir) -> None:
+    def __init__(self, cfg: SearchConfig, run: RunDir, *,
+                 op_mask: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 skip_dropout: float = 0.0) -> None:
+        """``op_mask`` (normal, reduce) and ``skip_dropout``: a P-DARTS stage's kept ops
+        and skip dropout (:mod:`nas.search.progressive`)."""
         check_search_runtime(cfg.runtime)  # configs made without build() skip validate()
         self.cfg = cfg
         self.run = run
@@ -107,7 +121,11 @@ class SearchJob:
             fused=cfg.model.fused,
             aux_skip=cfg.stabilize.aux_skip,
             dirichlet=cfg.stabilize.dirichlet,
+            skip_dropout=skip_dropout > 0,
         ).to(self.device)
+        if op_mask is not None:
+            self.model.set_op_mask(*(m.to(self.device) for m in op_mask))
+        self._skip_dropout = skip_dropout
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.world.distributed:
@@ -123,6 +141,11 @@ class SearchJob:
         self.architect = Architect(self.model, cfg.arch)
         self.cost = cost_tensor(cfg.cost, self.model, (H, W), self.device)
         self.alpha_history: list[dict[str, Any]] = []
+        self._warmup = cfg.arch.warmup(cfg.optim.epochs)
+        # the architecture parameters at the end of the last eig_window + 1 epochs: where
+        # R-DARTS's early stop derives from (epoch i - k)
+        self._arch_snapshots: list[list[torch.Tensor]] = []
+        self._eigenvalues: list[float] = []
         self._beta = self._rs_epsilon = 0.0  # set per epoch in start_epoch
         self._stop = False
         self._epoch = 0
@@ -146,6 +169,9 @@ class SearchJob:
                             if stab.rs_epsilon > 0 else 0.0)
         if stab.aux_skip:  # DARTS-'s β: 1 -> 0 (in place: a compiled forward reads it)
             self.model.aux_skip_beta.fill_(ramp(0.0, epoch, epochs, start=1.0))
+        if self._skip_dropout > 0:  # P-DARTS
+            self.model.set_skip_dropout(
+                skip_dropout_rate(self._skip_dropout, epoch, epochs, self._warmup))
 
     def batches(self):
         return self.train_loader
@@ -185,7 +211,7 @@ class SearchJob:
     def step(self, batch):
         x, y = batch
         amp = self.cfg.runtime.amp
-        if self._epoch >= self.cfg.arch.warmup_epochs:
+        if self._epoch >= self._warmup:
             val = self._next_val()
             with autocast(self.device, amp and self.cfg.arch.order == "first"):
                 self.architect.step(batch, val, self._loss, self._cost_term, self.w_optimizer)
@@ -275,15 +301,38 @@ class SearchJob:
             row[f"{cell}_entropy"] = alpha_entropy(weights.float().cpu().numpy())
             row[f"{cell}_margin_mean"] = float(margins.mean())
             row[f"{cell}_margin_min"] = float(margins.min())
-        if self.cfg.diagnostics.hessian_iters > 0:
+        diag = self.cfg.diagnostics
+        if diag.hessian_iters > 0:
             row["hessian_eig"] = self._hessian_eigenvalue(epoch)
+            self._eigenvalues.append(row["hessian_eig"])
+        if diag.eig_stop:
+            self._early_stop_on_curvature(epoch)
         return row
 
+    def _early_stop_on_curvature(self, epoch: int) -> None:
+        """R-DARTS's DARTS-ES: keep the last window's α; once the eigenvalue grew too much
+        (:func:`eigenvalue_stop`), restore α of ``eig_window`` epochs ago and stop."""
+        k = self.cfg.diagnostics.eig_window
+        self._arch_snapshots.append([p.detach().cpu().clone()
+                                     for p in self.model.arch_parameters()])
+        del self._arch_snapshots[: -(k + 1)]
+        if not eigenvalue_stop(self._eigenvalues, k, self.cfg.diagnostics.eig_threshold):
+            return
+        with torch.no_grad():
+            for p, saved in zip(self.model.arch_parameters(), self._arch_snapshots[0]):
+                p.copy_(saved)
+        log.info("R-DARTS early stop at epoch %d: the α Hessian's eigenvalue grew over %d "
+                 "epochs by more than 1/%.2f; deriving from epoch %d", epoch + 1, k,
+                 self.cfg.diagnostics.eig_threshold, epoch + 1 - k)
+        self._stop = True
+
     def _hessian_eigenvalue(self, epoch: int) -> float:
-        """R-DARTS's dominant eigenvalue of ∇²_α L_val on the first validation batch, in
-        training mode as the α step sees the loss (DrNAS: at the Dirichlet mean); BN
-        running statistics are restored."""
+        """R-DARTS's dominant eigenvalue of ∇²_α L_val on the first validation images, one
+        architecture batch of them (the eval batch, often far larger, would hold the whole
+        supernet's activations for backward), in training mode as the α step sees the loss
+        (DrNAS: at the Dirichlet mean); BN running statistics are restored."""
         x, y = next(iter(self.eval_loader))
+        x, y = x[: self.cfg.data.batch_size], y[: self.cfg.data.batch_size]
         alphas = [self.model.alphas_normal, self.model.alphas_reduce]
         buffers = list(self.model.buffers())
         saved = [b.clone() for b in buffers]
@@ -318,6 +367,8 @@ class SearchJob:
             "scheduler": self.scheduler.state_dict(),
             "alpha_history": json.dumps(self.alpha_history),
             "stop": self._stop,
+            "eigenvalues": list(self._eigenvalues),
+            "arch_snapshots": self._arch_snapshots,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -327,6 +378,8 @@ class SearchJob:
         self.scheduler.load_state_dict(state["scheduler"])
         self.alpha_history = json.loads(state["alpha_history"])
         self._stop = bool(state["stop"])
+        self._eigenvalues = [float(v) for v in state.get("eigenvalues", [])]
+        self._arch_snapshots = state.get("arch_snapshots", [])
 
 
 @dataclasses.dataclass
@@ -334,6 +387,93 @@ class SearchResult:
     genotype: Genotype
     run_dir: Path
     epochs: int
+
+
+def select_by_perturbation(job: SearchJob, run: RunDir, argmax: Genotype) -> Genotype:
+    """DARTS-PT's genotype of the trained ``job`` (:mod:`nas.search.perturbation`); every
+    decision goes to ``selection.json``, beside the argmax genotype it replaces."""
+    cfg = job.cfg
+    quiet = not cfg.runtime.progress or os.environ.get("TQDM_DISABLE") == "1"  # nas -q
+    tic = time.perf_counter()
+    with tqdm(desc="DARTS-PT selection", unit="eval", disable=quiet, leave=False) as bar:
+        genotype, record = perturbation_select(job, cfg.runtime.seed, bar.update)
+    record["seconds"] = round(time.perf_counter() - tic, 1)
+    log.info("DARTS-PT selection: %s (validation accuracy %.4f)", genotype,
+             record["final_accuracy"])
+    if run.writes:
+        atomic_write_text(run / "selection.json",
+                          json.dumps({**record, "genotype": str(genotype),
+                                      "argmax_genotype": str(argmax)}, indent=1))
+    return genotype
+
+
+def select_run(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
+    """DARTS-PT on a finished search folder (``nas select RUN``): its config and checkpoint,
+    ``select.*`` from ``overrides``; writes ``genotype_pt.yaml``/``.txt``/plots and
+    ``selection.json`` there and returns the yaml's path (``genotype.yaml`` stays)."""
+    path = Path(run_dir)
+    if not (path / "config.yaml").is_file() or not (path / RunDir.CHECKPOINT).is_file():
+        raise ConfigError(f"{path}: not a search run folder (needs config.yaml and "
+                          f"{RunDir.CHECKPOINT})")
+    cfg = load_config(SearchConfig, str(path / "config.yaml"),
+                      [*(overrides or []), "select.method=perturbation", f"run_dir={path}"])
+    with open_run(cfg.name, str(path), "search") as run:
+        ckpt = run.load_checkpoint(map_location="cpu")
+        job = SearchJob(cfg, run)
+        job.load_state_dict(ckpt["job"])
+        if ckpt.get("epoch", 0) < cfg.optim.epochs and not job.should_stop():
+            raise ConfigError(f"{path}: the search stopped at epoch {ckpt.get('epoch')} of "
+                              f"{cfg.optim.epochs}; finish it first (nas search)")
+        guard = cfg.skip_guard
+        argmax = job.model.genotype(guard.max_skips, guard.max_param_free)
+        genotype = select_by_perturbation(job, run, argmax)
+        save_genotype(genotype, run / "genotype_pt.yaml")
+        atomic_write_text(run / "genotype_pt.txt", str(genotype) + "\n")
+        plot_genotype(genotype, run.path, stem="genotype_pt")
+    return path / "genotype_pt.yaml"
+
+
+def _fit_search(job: SearchJob, run: RunDir, desc: str = "search") -> int:
+    cfg = job.cfg
+    log.info(
+        "%s %s: space %s (%d ops), %d cells, C=%d, K=%d, %s order, device %s",
+        desc, cfg.name, job.space.name, len(job.space.ops), cfg.model.layers,
+        cfg.model.init_channels, cfg.model.partial_channels, cfg.arch.order, job.device,
+    )
+    return fit(job, run, cfg.optim.epochs, log_interval=cfg.runtime.log_interval,
+               progress=cfg.runtime.progress, desc=desc, tensorboard=cfg.runtime.tensorboard)
+
+
+def _progressive_stages(cfg: SearchConfig, run: RunDir) -> tuple[SearchJob, int]:
+    """P-DARTS: one search per stage in ``run/stage<k>/`` (each resumable), the ops kept
+    after each written to ``stages.json``; returns the last stage's job."""
+    prog = cfg.progressive
+    assert prog.layers is not None
+    mask: tuple[torch.Tensor, torch.Tensor] | None = None
+    stages: list[dict[str, Any]] = []
+    for k, layers in enumerate(prog.layers):
+        stage_cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, layers=layers),
+            progressive=ProgressiveConfig(), run_dir=str(run.path / stage_dir(k)))
+        with open_run(cfg.name, stage_cfg.run_dir, "search") as stage_run:
+            stage_run.save_config(dump_config(stage_cfg))
+            job = SearchJob(stage_cfg, stage_run, op_mask=mask,
+                            skip_dropout=prog.skip_dropout[k])
+            done = _fit_search(job, stage_run, desc=f"P-DARTS stage {k + 1}/{len(prog.layers)}")
+        model = job.model
+        kept = (model.op_mask_normal, model.op_mask_reduce)
+        if k < len(prog.layers) - 1:
+            kept = mask = (
+                prune_ops(model.op_weights(False), model.op_mask_normal, prog.keep_ops[k]),
+                prune_ops(model.op_weights(True), model.op_mask_reduce, prog.keep_ops[k]))
+        stages.append({"stage": k, "layers": layers, "epochs": done,
+                       "skip_dropout": prog.skip_dropout[k],
+                       "kept_after": {cell: [[job.space.ops[i] for i, on in enumerate(row) if on]
+                                             for row in m.tolist()]
+                                      for cell, m in zip(("normal", "reduce"), kept)}})
+        if run.writes:
+            atomic_write_text(run / "stages.json", json.dumps(stages, indent=1))
+    return job, done
 
 
 def run_search(cfg: SearchConfig) -> SearchResult:
@@ -350,18 +490,16 @@ def run_search(cfg: SearchConfig) -> SearchResult:
     with (distributed.session(device, cfg.runtime.dist_timeout),
           open_run(cfg.name, cfg.run_dir, "search") as run):
         run.save_config(dump_config(cfg))
-        job = SearchJob(cfg, run)
-        log.info(
-            "search %s: space %s (%d ops), %d cells, C=%d, K=%d, %s order, device %s",
-            cfg.name, job.space.name, len(job.space.ops), cfg.model.layers,
-            cfg.model.init_channels, cfg.model.partial_channels, cfg.arch.order, job.device,
-        )
-        done = fit(
-            job, run, cfg.optim.epochs,
-            log_interval=cfg.runtime.log_interval, progress=cfg.runtime.progress, desc="search",
-            tensorboard=cfg.runtime.tensorboard,
-        )
+        if cfg.progressive.layers:
+            job, done = _progressive_stages(cfg, run)
+        else:
+            job = SearchJob(cfg, run)
+            done = _fit_search(job, run)
         genotype = job.model.genotype(cfg.skip_guard.max_skips, cfg.skip_guard.max_param_free)
+        if cfg.select.method == "perturbation":
+            if run.writes:
+                save_genotype(genotype, run / "genotype_argmax.yaml")
+            genotype = select_by_perturbation(job, run, genotype)
         if run.writes:
             save_genotype(genotype, run / "genotype.yaml")
             atomic_write_text(run / "genotype.txt", str(genotype) + "\n")

@@ -9,6 +9,7 @@ validation loss is in α.
 - :func:`hessian_eigenvalue`: the largest eigenvalue of ∇²_α L_val (R-DARTS, Zela et al.,
   ICLR 2020), by power iteration on Hessian-vector products taken as central differences of
   α gradients, which work through every custom autograd function of the supernet.
+- :func:`eigenvalue_stop`: R-DARTS's early-stop rule on that eigenvalue's growth.
 The α entropy per cell is :func:`nas.tensorboard.alpha_entropy`.
 """
 
@@ -22,7 +23,7 @@ from torch import nn
 from nas import distributed
 from nas.ops import is_parameter_free
 
-__all__ = ["param_free_share", "edge_margins", "hessian_eigenvalue"]
+__all__ = ["param_free_share", "edge_margins", "hessian_eigenvalue", "eigenvalue_stop"]
 
 
 def param_free_share(cell: Sequence[tuple[str, int]]) -> float:
@@ -85,3 +86,16 @@ def hessian_eigenvalue(
         with torch.no_grad():
             torch._foreach_copy_(params, saved)
     return eigenvalue
+
+
+def eigenvalue_stop(eigenvalues: Sequence[float], window: int, threshold: float) -> bool:
+    """R-DARTS's DARTS-ES rule after the last epoch ``i`` of ``eigenvalues`` (one per epoch):
+    with ``λ̄(j)`` the mean of the ``window`` values ending at epoch ``j``, stop once
+    ``λ̄(i - window) / λ̄(i) < threshold``, i.e. the curvature grew by more than
+    ``1 / threshold`` over one window. Needs ``2 * window`` epochs; a non-positive ``λ̄(i)``
+    (no sharp minimum yet) never stops."""
+    if len(eigenvalues) < 2 * window:
+        return False
+    now = sum(eigenvalues[-window:]) / window
+    before = sum(eigenvalues[-2 * window : -window]) / window
+    return now > 0 and before < threshold * now

@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.container import ErrorbarContainer
 
 from nas.config import load_config
 from nas.errors import ConfigError
@@ -21,6 +23,7 @@ from nas.evaluate.compare import (
     expand_entries,
     format_table,
     group_summary,
+    pareto_figure,
     run_compare,
     with_group_rows,
 )
@@ -196,6 +199,35 @@ def test_group_rows_follow_their_last_member_and_render():
     assert "Group rows" not in format_table(rows[1:2], "note")
 
 
+def _error_bars(rows: list[dict], key: str) -> dict[float, tuple[float, float]]:
+    """x -> (low, high) of each error bar on the Pareto plot of ``rows`` against ``key``."""
+    ax = pareto_figure(rows, key, key, clouds=["r"]).axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    out = {}
+    for bar in bars:
+        for segment in bar.lines[2][0].get_segments():
+            (x0, y0), (x1, y1) = segment
+            assert x0 == x1
+            out[float(x0)] = (float(min(y0, y1)), float(max(y0, y1)))
+    return out
+
+
+def test_pareto_plots_show_the_seed_spread_as_error_bars():
+    """± one std over the training seeds around each multi-seed entry's mean; none for a
+    single-seed entry, none for a group's summary row (not plotted at all)."""
+    one = {**_row("V1", "", 0.8, 4.0), "seeds": 1, "acc_std": 0.0}
+    rows = with_group_rows([_row("r_0", "r", 0.5, 1.0), _row("r_1", "r", 0.7, 2.0),
+                            {**_row("V2", "", 0.9, 3.0), "acc_std": 0.02}, one])
+    for key in ("params_M", "latency_ms"):
+        bars = _error_bars(rows, key)
+        x = {r["name"]: r[key] for r in rows}
+        assert sorted(bars) == pytest.approx(sorted([x["r_0"], x["r_1"], x["V2"]]))
+        assert bars[x["r_0"]] == pytest.approx((45.0, 55.0))  # 100 * (0.5 ± 0.05)
+        assert bars[x["V2"]] == pytest.approx((88.0, 92.0))
+        assert x["V1"] not in bars and x["r (n=2)"] not in bars
+    assert _error_bars([one], "params_M") == {}  # all single-seed: no error bars at all
+
+
 # --- end to end -------------------------------------------------------------------------
 
 
@@ -250,7 +282,8 @@ def test_compare_random_group_end_to_end(tmp_path, monkeypatch):
         assert not notes & {"rnd_0", "rnd_1", "rnd (n=2)"}  # unlabelled cloud, no summary
         # Plotted: the 3 individual entries only (the cloud first), never the group mean.
         key = "params_M" if name == "pareto_params.png" else "latency_ms"
-        xs = {float(x) for c in ax.collections for x, _ in c.get_offsets()}
+        xs = {float(x) for c in ax.collections if isinstance(c, PathCollection)
+              for x, _ in c.get_offsets()}
         assert sorted(xs) == pytest.approx(sorted({rows[i][key] for i in (0, 1, 3)}))
         assert rows[2][key] not in xs
         assert len(ax.collections[0].get_offsets()) == 2

@@ -21,7 +21,9 @@ from nas.config import dump_config, load_config
 from nas.errors import ConfigError
 from nas.evaluate.compare import CompareConfig, run_compare
 from nas.evaluate.report import add_report_parser, html_table, render_report, run_kind, write_report
+from nas.evaluate.table import table_header
 from nas.genotype import Genotype, load_genotype, save_genotype
+from nas.run import relative_path, relative_paths
 from nas.search.mo.outputs import write_outputs
 from nas.search.mo.trial import MOConfig
 from nas.spaces.baselines import BASELINES
@@ -96,6 +98,11 @@ class Page(HTMLParser):
         exact = [[attrs.get("title", text) for text, attrs in row] for row in body]
         return [text for text, _ in head], exact
 
+    def table_with(self, header: list[str]) -> int:
+        """The index of the one table with this header."""
+        [k] = [k for k, t in enumerate(self.tables) if [c for c, _ in t[0]] == header]
+        return k
+
 
 def _csv(path: Path) -> tuple[list[str], list[list[str]]]:
     header, *rows = list(csv.reader(io.StringIO(path.read_text())))
@@ -156,12 +163,13 @@ def test_compare_report_holds_table_plots_cells_and_config(compare_run, tmp_path
     assert page.errors == []
     _self_contained(text)
     assert run_kind(compare_run) == "compare"
-    # The results table is compare.csv: same header, every row, every exact value.
+    # The raw table is compare.csv: same header, every row, every exact value.
     header, rows = _csv(compare_run / "compare.csv")
-    got_header, got_rows = page.rows(0)
+    raw = page.table_with(header)
+    got_header, got_rows = page.rows(raw)
     assert got_header == header and got_rows == rows
     assert [r[0] for r in got_rows] == ["DARTS_V2", "small"]
-    shown = [[text for text, _ in row] for row in page.tables[0][1:]]
+    shown = [[text for text, _ in row] for row in page.tables[raw][1:]]
     for shown_row, row in zip(shown, rows):
         for cell, exact in zip(shown_row, row):
             try:
@@ -189,8 +197,11 @@ def test_compare_report_holds_table_plots_cells_and_config(compare_run, tmp_path
             assert _plotted_ops(svg, genotypes[name], cell)
         assert f"archid {genotypes[name].archid}" in text
     assert str(Genotype.parse(SMALL)) in "".join(page.text)
-    # The config, verbatim (escaped in the page, unescaped by the parser).
-    assert page.pre == [(compare_run / "config.yaml").read_text()]
+    # The config, verbatim but for its paths (escaped in the page, unescaped by the parser).
+    config = (compare_run / "config.yaml").read_text()
+    assert str(compare_run) in config
+    assert page.pre == [relative_paths(config, compare_run)]
+    assert str(compare_run) not in text
     # The notes under compare.md's table.
     note = next(line for line in (compare_run / "compare.md").read_text().splitlines()
                 if line.startswith("latency:"))
@@ -218,7 +229,10 @@ def test_added_columns_summary_rows_and_hostile_cells_render(compare_run, tmp_pa
     text = render_report(run)
     page = Page(text)
     assert page.errors == []
-    assert page.rows(0) == (header, rows)
+    assert page.rows(page.table_with(header)) == (header, rows)
+    formatted = page.rows(page.table_with(table_header()))[1]
+    assert [r[0] for r in formatted] == ["DARTS_V2", "small", "random (n=5)"]
+    assert formatted[2][1:] == [""] * (len(table_header()) - 1)  # nothing to format
     assert HOSTILE not in text and html_escaped(HOSTILE) in text
     _self_contained(text)
     cells = {h3 for h3, a in page.images if a["alt"].endswith(" cell")}
@@ -278,10 +292,15 @@ def test_mo_search_report_holds_front_trials_plots_and_cells(tmp_path, capsys):
     assert page.errors == []
     _self_contained(text)
     assert HOSTILE not in text and html_escaped(HOSTILE) in text
-    assert page.rows(0) == _csv(run / "pareto.csv")  # the front first
-    assert page.rows(1) == _csv(run / "trials.csv")  # then every trial
-    assert [r[0] for r in page.rows(0)[1]] == ["1", "0"]
-    assert len(page.rows(1)[1]) == 4
+    assert str(tmp_path) not in text  # trial_dir, pareto.md's note, config: all relative
+    front = page.rows(0)  # the front first, as pareto.md formats it
+    assert front[0][0] == "trial" and [r[0] for r in front[1]] == ["1", "0"]
+    for k, name in ((1, "pareto.csv"), (2, "trials.csv")):  # then the raw CSVs, folded
+        header, rows = _csv(run / name)
+        assert "trial_dir" in header and str(tmp_path) in (run / name).read_text()
+        assert page.rows(k) == (header, [[relative_paths(c, run) for c in r] for r in rows])
+    assert len(page.rows(2)[1]) == 4
+    assert text.index("Cells of the Pareto points") < text.index("<details><summary>pareto.csv")
     for name in ("pareto_params.png", "pareto_latency.png"):
         [attrs] = [a for _, a in page.images if a["alt"] == name]
         assert _decoded(attrs, "image/png") == (run / name).read_bytes()
@@ -297,7 +316,7 @@ def test_mo_search_report_holds_front_trials_plots_and_cells(tmp_path, capsys):
                 zip(cells[f"trial {k}"], ("normal", "reduce"))] == [True, True]
         assert f"archid {genotype.archid}" in text
     assert "Pareto points of 4 trials" in "".join(page.text)  # pareto.md's note
-    assert page.pre == [(run / "config.yaml").read_text()]
+    assert page.pre == [relative_paths((run / "config.yaml").read_text(), run)]
 
 
 def test_neither_kind_is_a_one_line_config_error(tmp_path):
@@ -378,3 +397,73 @@ def test_significance_tests_render_as_their_own_table(compare_run, tmp_path):
     assert [r[:2] for r in got] == [["small", "DARTS_V2"], ["other", "DARTS_V2"]]
     assert got[0][5] == "0.100"  # 3 vs 3 seeds, fully separated
     assert any("would pass by chance" in t for t in page.text)
+
+
+def test_page_leads_with_the_formatted_table_then_cells_then_folded_raw_csv(compare_run):
+    """What people read at a glance comes first: the formatted table (accuracy in percent
+    as in compare.md), then the cells; the raw CSV and the config are folded below."""
+    text = render_report(compare_run)
+    page = Page(text)
+    assert page.errors == []
+    formatted = page.table_with(table_header())
+    assert formatted == 0
+    header, rows = _csv(compare_run / "compare.csv")
+    got = page.rows(formatted)[1]
+    md = (compare_run / "compare.md").read_text()
+    for row, csv_row in zip(got, rows):
+        acc = 100 * float(csv_row[header.index("acc_mean")])
+        assert row[0] == csv_row[0] and row[2] == f"{acc:.2f} (n=1)"  # one seed: no ±
+        assert "| " + " | ".join(row) + " |" in md  # the same cells as compare.md
+    table = text.index("<table>")
+    cells = text.index('alt="normal cell"')
+    pareto = text.index('alt="pareto_')
+    raw = text.index("<details><summary>compare.csv")
+    config = text.index("<details><summary>config.yaml")
+    assert table < cells < pareto < raw < config
+    assert page.table_with(header) > formatted
+
+
+def test_results_name_paths_relative_to_the_run_or_a_given_folder(tmp_path):
+    """A compare of a genotype file given by its absolute path: compare.csv/.md,
+    significance.md and the report name it relative to the run folder (or to the
+    experiment folder they are given), never by a path under tmp_path."""
+    exp = tmp_path / "exp"
+    genotype = exp / "runs" / "search" / "genotype.yaml"
+    save_genotype(Genotype.parse(SMALL), genotype)
+    run = exp / "runs" / "compare"
+    overrides = [
+        f"run_dir={run}", "train.data.name=synthetic",
+        "train.data.options={num_samples: 32, image_size: 8, channels: 3, num_classes: 3}",
+        "train.data.batch_size=16", "train.data.eval_batch_size=32", "train.model.layers=3",
+        "train.model.init_channels=4", "train.optim.epochs=1", "train.runtime.progress=false",
+        "train.runtime.tensorboard=false", f"entries=[{{name: mine, genotype: {genotype}}}]",
+        "seeds=[0, 1]",
+    ]
+    written = ("compare.csv", "compare.md", "significance.md", "report.html")
+
+    def check(base: Path, where: str, extra: list[str]) -> None:
+        run_compare(load_config(CompareConfig, None, [*overrides, *extra]))
+        write_report(run, relative_to=base)
+        for name in written:
+            assert str(tmp_path) not in (run / name).read_text(), name
+        with open(run / "compare.csv", newline="") as f:
+            [row] = list(csv.DictReader(f))
+        assert row["genotype"] == where
+        page = (run / "report.html").read_text()
+        assert f"<td>{where}</td>" in page
+        assert load_genotype(base / where) == Genotype.parse(SMALL)
+
+    check(run, "../search/genotype.yaml", [])
+    check(exp, "runs/search/genotype.yaml", [f"paths_relative_to={exp}"])  # trains nothing
+    assert "run folder <code>runs/compare</code>" in (run / "report.html").read_text()
+
+
+def test_relative_paths_rewrite_absolute_paths_and_nothing_else():
+    base = "/work/exp"
+    text = ("run_dir: /work/exp/runs/compare\n- /work/other/g.yaml, `nas compare "
+            "/work/exp/runs/x/compare.yaml` km/h a/b 1/2 http://x.org </td> ./rel / end")
+    assert relative_paths(text, base) == (
+        "run_dir: runs/compare\n- ../other/g.yaml, `nas compare runs/x/compare.yaml` "
+        "km/h a/b 1/2 http://x.org </td> ./rel / end")
+    assert relative_path("/work/exp", base) == "."
+    assert relative_path("runs/a", "runs/b") == "../a"

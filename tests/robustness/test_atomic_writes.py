@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from nas.evaluate.compare import _plot
+from nas.evaluate.compare import pareto_figure
 from nas.plots import plot_alphas, plot_cell
 from nas.run import RunDir, atomic_savefig
 from nas.spaces.baselines import BASELINES
@@ -62,9 +62,9 @@ def _alphas(path: Path) -> None:
 
 
 def _pareto(path: Path) -> None:
-    rows = [{"name": "x", "acc_mean": 0.5, "params_M": 1.0}, {"name": "y", "acc_mean": 0.6,
-                                                             "params_M": 2.0}]
-    _plot(rows, "params_M", "parameters (M)", path)
+    rows = [{"name": "x", "acc_mean": 0.5, "acc_std": 0.01, "seeds": 2, "params_M": 1.0},
+            {"name": "y", "acc_mean": 0.6, "acc_std": 0.0, "seeds": 1, "params_M": 2.0}]
+    atomic_savefig(pareto_figure(rows, "params_M", "parameters (M)"), path, dpi=50)
 
 
 def _cell(path: Path) -> None:

@@ -32,7 +32,7 @@ def _config(order: str, num_samples: int = 20, compile: bool = True,
                              "num_classes": 3}},
         "space": {"ops": ["none", "skip_connect", "sep_conv_3x3"], "steps": 1, "multiplier": 1},
         "model": {"init_channels": 4, "layers": 3, "partial_channels": 2, "edge_norm": True},
-        "arch": {"order": order},
+        "arch": {"order": order, "warmup_epochs": 0},  # α steps from the first epoch
         "stabilize": stabilize or {},
         "runtime": {"device": "cpu", "amp": False, "progress": False, "tensorboard": False,
                     "compile": compile},

@@ -56,6 +56,7 @@ def _job(tmp_path, overrides: dict) -> SearchJob:
                              "num_classes": 3}},
         "space": {"ops": OPS, "steps": 2, "multiplier": 2},
         "model": {"init_channels": 4, "layers": 3},
+        "arch": {"warmup_epochs": 0},  # the counted step has its α step
         "runtime": {"device": "cpu", "amp": False, "progress": False, "tensorboard": False},
     }  # fmt: skip
     for group, values in overrides.items():
@@ -75,6 +76,32 @@ def test_search_step_makes_no_host_sync(tmp_path, mode):
         loss, correct, n = job.step(next(batches))
     assert c.count == 0, f"{c.summary()}\n{c.stacks[0]}"
     assert torch.isfinite(loss) and n == 4 and 0 <= int(correct) <= 4
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_pdarts_stage_step_makes_no_host_sync(tmp_path, fused):
+    """A later P-DARTS stage: ops pruned on every edge (softmax over the kept ones) and
+    dropout after the skips, second order."""
+    torch.manual_seed(0)
+    n_edges = 5
+    mask = torch.ones(n_edges, len(OPS), dtype=torch.bool)
+    mask[:, [OPS.index("max_pool_3x3"), OPS.index("ssl_conv")]] = False
+    cfg = {"data": {"name": "synthetic", "batch_size": 4, "augment": False,
+                    "options": {"num_samples": 16, "image_size": 8, "channels": 3,
+                                "num_classes": 3}},
+           "space": {"ops": OPS, "steps": 2, "multiplier": 2},
+           "model": {"init_channels": 4, "layers": 3, "fused": fused},
+           "arch": {"order": "second", "warmup_epochs": 0},
+           "runtime": {"device": "cpu", "amp": False, "progress": False, "tensorboard": False}}
+    job = SearchJob(build(SearchConfig, cfg), RunDir(tmp_path / "run"), op_mask=(mask, mask),
+                    skip_dropout=0.4)
+    assert job.model.pruned
+    job.start_epoch(0)
+    batches = iter(job.batches())
+    job.step(next(batches))
+    with HostSyncCounter(ignore=optimizer_steps(job.architect.optimizer), stacks=True) as c:
+        job.step(next(batches))
+    assert c.count == 0, f"{c.summary()}\n{c.stacks[0]}"
 
 
 def test_counter_sees_the_syncs_it_names():

@@ -11,9 +11,14 @@ import torch.nn.functional as F
 
 from nas.config import build
 from nas.run import RunDir
-from nas.search.config import SearchConfig
+from nas.search.config import ArchConfig, SearchConfig
 from nas.search.darts import SearchJob
-from nas.search.diagnostics import edge_margins, hessian_eigenvalue, param_free_share
+from nas.search.diagnostics import (
+    edge_margins,
+    eigenvalue_stop,
+    hessian_eigenvalue,
+    param_free_share,
+)
 from nas.search.stabilizers import (
     RS_EPSILON_START,
     beta_regularizer,
@@ -29,7 +34,8 @@ OPS = ["none", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3",
        "dil_conv_3x3"]
 
 
-def _job(tmp_path, diagnostics: dict | None = None, **stabilize) -> SearchJob:
+def _job(tmp_path, diagnostics: dict | None = None, arch: dict | None = None,
+         **stabilize) -> SearchJob:
     cfg = build(SearchConfig, {
         "data": {"name": "synthetic", "batch_size": 8, "augment": False,
                  "options": {"num_samples": 32, "image_size": 8, "channels": 3,
@@ -37,6 +43,7 @@ def _job(tmp_path, diagnostics: dict | None = None, **stabilize) -> SearchJob:
         "space": {"ops": OPS, "steps": 2, "multiplier": 2},
         "model": {"init_channels": 4, "layers": 3, "fused": False},
         "optim": {"epochs": 5},
+        "arch": {"warmup_epochs": 0} if arch is None else arch,  # α steps from epoch 0
         "stabilize": stabilize,
         "diagnostics": diagnostics or {},
         "runtime": {"device": "cpu", "amp": False, "progress": False},
@@ -223,6 +230,73 @@ def test_search_logs_collapse_diagnostics_each_epoch(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(alphas, job.model.arch_parameters()))
     assert all(torch.equal(a, b) for a, b in zip(buffers, job.model.buffers()))
 
+
+
+def test_hessian_probe_uses_one_architecture_batch(tmp_path, monkeypatch):
+    """The eval batch can be far larger than the α step's; the probe's backward must not
+    hold the whole supernet's activations for it."""
+    job = _job(tmp_path, diagnostics={"hessian_iters": 1})
+    job.eval_loader = [(torch.randn(20, 3, 8, 8), torch.randint(0, 3, (20,)))]
+    seen = []
+    forward = job.model.forward
+    monkeypatch.setattr(job.model, "forward", lambda x, *a: seen.append(x.shape[0])
+                        or forward(x, *a))
+    job._hessian_eigenvalue(0)
+    assert seen and set(seen) == {8}  # data.batch_size, not the 20 of the eval batch
+
+
+def test_alpha_warmup_defaults_to_pcdarts_thirty_percent():
+    """PC-DARTS: 15 weight-only epochs of 50; rounded down, so 1-3 epoch runs keep α moving."""
+    assert [ArchConfig().warmup(n) for n in (50, 10, 6, 3, 1)] == [15, 3, 1, 0, 0]
+    assert ArchConfig(warmup_epochs=2).warmup(50) == 2
+    assert ArchConfig(warmup_fraction=0.0).warmup(50) == 0
+
+
+def test_search_job_makes_no_architecture_step_in_warmup(tmp_path):
+    job = _job(tmp_path, arch={})  # the default: 5 epochs, floor(1.5) = 1 weight-only
+    assert job._warmup == 1
+    alphas = [p.detach().clone() for p in job.model.arch_parameters()]
+    job.start_epoch(0)
+    job.step(next(iter(job.batches())))
+    assert all(torch.equal(a, b) for a, b in zip(alphas, job.model.arch_parameters()))
+    job.start_epoch(1)
+    job.step(next(iter(job.batches())))
+    assert not all(torch.equal(a, b) for a, b in zip(alphas, job.model.arch_parameters()))
+
+
+def test_eigenvalue_stop_is_rdarts_window_ratio():
+    """DARTS-ES: stop when mean(λ over epochs i-2k+1..i-k) / mean(λ over i-k+1..i) < T."""
+    assert not eigenvalue_stop([1.0, 2.0, 3.0], 2, 0.75)  # fewer than 2k epochs
+    assert eigenvalue_stop([1.0, 1.0, 1.5, 1.5], 2, 0.75)  # 1 / 1.5 = 0.67 < 0.75
+    assert not eigenvalue_stop([1.0, 1.0, 1.25, 1.25], 2, 0.75)  # 0.8: not yet
+    assert not eigenvalue_stop([3.0, 3.0, 4.0, 4.0], 2, 0.75)  # exactly 0.75: not below
+    assert not eigenvalue_stop([-1.0, -1.0, -0.1, -0.1], 2, 0.75)  # no positive curvature
+    assert eigenvalue_stop([-1.0, 0.5], 1, 0.75)  # from negative to positive: growth
+    assert not eigenvalue_stop([5.0, 5.0, 4.0, 2.0, 2.0, 2.0], 2, 0.75)  # shrinking
+
+
+def test_eig_stop_ends_the_search_and_derives_from_epoch_i_minus_k(tmp_path, monkeypatch):
+    from nas.loop import fit
+
+    job = _job(tmp_path, diagnostics={"hessian_iters": 1, "eig_stop": True,
+                                      "eig_window": 1})
+    values = iter([1.0, 1.0, 3.0, 9.0, 9.0])  # 1 -> 3 at the 3rd epoch: 1/3 < 0.75
+    monkeypatch.setattr(job, "_hessian_eigenvalue", lambda epoch: next(values))
+    done = fit(job, job.run, 5, progress=False)
+    assert done == 3 and len(job.alpha_history) == 3
+    # α now is α at the end of epoch 2 (i - k), not the α epoch 3 moved on to
+    for cell, reduction in (("normal", False), ("reduce", True)):
+        torch.testing.assert_close(job.model.op_weights(reduction),
+                                   torch.tensor(job.alpha_history[1][cell]))
+        assert not torch.allclose(job.model.op_weights(reduction),
+                                  torch.tensor(job.alpha_history[2][cell]))
+
+
+def test_eig_stop_needs_the_eigenvalue():
+    from nas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hessian_iters"):
+        build(SearchConfig, {"diagnostics": {"eig_stop": True}})
 
 
 def _aux_supernet(ops, k=1, fused=False, edge_norm=False) -> Supernet:

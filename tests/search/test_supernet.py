@@ -169,7 +169,7 @@ def test_search_freezes_ssl_shifts_at_freeze_at(tmp_path):
                   "multiplier": 2},
         "model": {"init_channels": 4, "layers": 3},
         "optim": {"epochs": 4, "momentum": 0.9, "weight_decay": 3e-4},
-        "arch": {"order": "second"},
+        "arch": {"order": "second", "warmup_epochs": 0},  # α moves from epoch 0
         "ssl": {"penalty": 1e-3, "freeze_at": 0.5},
         "runtime": {"device": "cpu", "amp": False, "progress": False},
     })

@@ -39,7 +39,8 @@ def _edge_weighted(weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 class MixedOp(nn.Module):
     """Σ_o w_o·o(x) over the space's ops; with ``partial_k > 1`` only C/K channels pass."""
 
-    def __init__(self, C: int, stride: int, ops: tuple[str, ...], partial_k: int = 1) -> None:
+    def __init__(self, C: int, stride: int, ops: tuple[str, ...], partial_k: int = 1,
+                 skip_dropout: bool = False) -> None:
         super().__init__()
         if C % partial_k:
             raise ValueError(f"channels {C} not divisible by partial_k {partial_k}")
@@ -51,6 +52,10 @@ class MixedOp(nn.Module):
             op = OPS[name](Cp, stride, False)
             if "pool" in name:  # DARTS: BN after pooling so its scale matches the convs
                 op = nn.Sequential(op, nn.BatchNorm2d(Cp, affine=False))
+            if name == "skip_connect" and stride == 1 and skip_dropout:
+                # P-DARTS: dropout after the identity (its rate set per epoch by
+                # Supernet.set_skip_dropout); stride 2's skip is a conv and keeps none
+                op = nn.Sequential(op, nn.Dropout(0.0))
             self.ops.append(op)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -77,6 +82,7 @@ class SearchCell(nn.Module):
         reduction_prev: bool,
         partial_k: int = 1,
         aux_skip: bool = False,
+        skip_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.reduction = reduction
@@ -88,7 +94,7 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(C, 2 if reduction and j < 2 else 1, space.ops, partial_k)
+            MixedOp(C, 2 if reduction and j < 2 else 1, space.ops, partial_k, skip_dropout)
             for i in range(space.steps)
             for j in range(2 + i)
         )
@@ -225,6 +231,7 @@ class Supernet(nn.Module):
         fused: bool = True,
         aux_skip: bool = False,
         dirichlet: bool = False,
+        skip_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.space = space
@@ -239,7 +246,7 @@ class Supernet(nn.Module):
         self.cells = nn.ModuleList()
         for c in layout.cells:
             self.cells.append(SearchCell(space, c.C_prev_prev, c.C_prev, c.C, c.reduction,
-                                         c.reduction_prev, partial_k, aux_skip))
+                                         c.reduction_prev, partial_k, aux_skip, skip_dropout))
             cell_plan(self.cells[-1])  # built now, outside any torch.compile trace
         C_prev = layout.C_out
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -260,6 +267,30 @@ class Supernet(nn.Module):
         if edge_norm:
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(n_edges))
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges))
+        # P-DARTS's pruned ops per edge (True: kept): set by set_op_mask, out of the state
+        # dict (each stage of a progressive search sets its own); unpruned: no extra ops
+        self.pruned = False
+        for name in ("op_mask_normal", "op_mask_reduce"):
+            self.register_buffer(name, torch.ones(n_edges, n_ops, dtype=torch.bool),
+                                 persistent=False)
+
+    def set_op_mask(self, normal: torch.Tensor, reduce: torch.Tensor) -> None:
+        """Keep only the ``True`` ops of each edge (P-DARTS's pruning): their mixing weights
+        are the softmax over the kept ops (the Dirichlet mean renormalized), the others 0.
+        Pruned ops still run (their weight is 0): the mixing, not the compute, is P-DARTS's."""
+        for mask, buf in ((normal, self.op_mask_normal), (reduce, self.op_mask_reduce)):
+            if mask.shape != buf.shape or not bool(mask.any(1).all()):
+                raise ValueError(f"op mask must be {tuple(buf.shape)} with an op kept per edge")
+            buf.copy_(mask)
+        self.pruned = not bool(self.op_mask_normal.all() and self.op_mask_reduce.all())
+
+    def set_skip_dropout(self, p: float) -> None:
+        """P-DARTS's dropout rate after every stride-1 skip (built with ``skip_dropout``)."""
+        for m in self.modules():
+            if isinstance(m, MixedOp):
+                for op in m.ops:
+                    if isinstance(op, nn.Sequential) and isinstance(op[-1], nn.Dropout):
+                        op[-1].p = p
 
     # parameters ----------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -276,7 +307,19 @@ class Supernet(nn.Module):
         """The mixing weights α stands for: softmax(α), or with ``dirichlet`` (DrNAS) the
         mean of Dirichlet(elu(α) + 1). Derivation, cost term and diagnostics read these."""
         alpha = self.alphas_reduce if reduction else self.alphas_normal
-        return dirichlet_mean(alpha) if self.dirichlet else F.softmax(alpha, dim=-1)
+        if not self.pruned:
+            return dirichlet_mean(alpha) if self.dirichlet else F.softmax(alpha, dim=-1)
+        return self._masked(dirichlet_mean(alpha) if self.dirichlet else None, alpha,
+                            reduction)
+
+    def _masked(self, weights: torch.Tensor | None, alpha: torch.Tensor,
+                reduction: bool) -> torch.Tensor:
+        """``weights`` (softmax(α) when None) over the kept ops only, renormalized."""
+        mask = self.op_mask_reduce if reduction else self.op_mask_normal
+        if weights is None:
+            return F.softmax(alpha.masked_fill(~mask, float("-inf")), dim=-1)
+        weights = weights * mask
+        return weights / weights.sum(-1, keepdim=True)
 
     def edge_weights(self, reduction: bool) -> torch.Tensor | None:
         if not self.edge_norm:
@@ -285,13 +328,18 @@ class Supernet(nn.Module):
         return _edge_softmax(betas, self.space.steps)
 
     def forward(self, x: torch.Tensor,
-                noise: dict[bool, torch.Tensor] | None = None) -> torch.Tensor:
+                noise: dict[bool, torch.Tensor] | None = None,
+                weights: dict[bool, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits of ``x``; ``noise`` (per cell type, shaped like α) smooths the mixing
-        weights as SDARTS-RS does (:func:`nas.search.stabilizers.smoothed_weights`)."""
-        if self.dirichlet and self.training and self.sample:  # DrNAS: a draw per forward
+        weights as SDARTS-RS does (:func:`nas.search.stabilizers.smoothed_weights`);
+        ``weights`` (per cell type, shaped like α) replaces them, e.g. DARTS-PT's supernet
+        with an op removed or an edge decided (:mod:`nas.search.perturbation`)."""
+        if weights is None and self.dirichlet and self.training and self.sample:
             weights = {r: dirichlet_sample(self.alphas_reduce if r else self.alphas_normal)
-                       for r in (False, True)}
-        else:
+                       for r in (False, True)}  # DrNAS: a draw per training forward
+            if self.pruned:
+                weights = {r: self._masked(w, w, r) for r, w in weights.items()}
+        elif weights is None:
             weights = {r: self.op_weights(r) for r in (False, True)}
         if noise is not None:
             weights = {r: smoothed_weights(w, noise[r]) for r, w in weights.items()}
