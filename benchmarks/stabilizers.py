@@ -37,8 +37,9 @@ from nas.config import load_config
 from nas.genotype import load_genotype
 from nas.run import RunDir
 from nas.search.config import SearchConfig
-from nas.search.darts import SearchJob, select_run
+from nas.search.darts import SearchJob
 from nas.search.seeds import run_search_seeds, summarize_seeds
+from nas.search.select import select_run
 
 #: method -> the config overrides that select it
 METHODS: dict[str, list[str]] = {

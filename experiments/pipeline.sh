@@ -1,13 +1,15 @@
 # The experiment pipeline both experiments/<name>/run.sh scripts source (not run directly):
-# searches (3 seeds + 1 cost-aware) -> compare (searched, baselines, random cells, 3
-# training seeds) -> report; then the committable results are copied out of the runs.
+# searches (search.yaml over 3 seeds, search_cost.yaml, and search_plain.yaml over 3 seeds
+# where the experiment has one) -> compare (searched cells, baselines, random cells under
+# one recipe) -> report; then the committable results are copied out of the runs.
 #
 # Inputs (set by run.sh): HERE (the experiment folder with search.yaml, search_cost.yaml,
 # compare.yaml), RUNS, RESULTS, NAS, SEARCH_ARGS / COMPARE_ARGS (arrays of overrides),
-# PART_SECONDS (0: no limit; else stop cleanly after that many seconds, status 3, and
+# SEARCH_SEEDS (search.yaml's seeds, default [0,1,2]), PART_SECONDS (0: no limit; else stop cleanly after that many seconds, status 3, and
 # resume on the next call: every step reuses finished work).
 
 mkdir -p "$RUNS" "$RESULTS"
+SEARCH_SEEDS="${SEARCH_SEEDS:-[0,1,2]}"
 NAS_BIN="$(command -v "$NAS")" || { echo "no $NAS command: pip install -e . first" >&2; exit 2; }
 PYTHON="${PYTHON:-$(dirname "$NAS_BIN")/python}"  # the interpreter nas runs in
 [[ -x "$PYTHON" ]] || PYTHON=python3
@@ -51,12 +53,16 @@ step() {  # step NAME CMD...: run within what is left of the part, log command a
   set -e
 } >> "$RESULTS/machine.txt"
 
-step search_seeds "$NAS" -q search "$HERE/search.yaml" "seeds=[0,1,2]" \
+step search_seeds "$NAS" -q search "$HERE/search.yaml" "seeds=$SEARCH_SEEDS" \
   "run_dir=$RUNS/search" "${SEARCH_ARGS[@]}"
 step search_cost "$NAS" -q search "$HERE/search_cost.yaml" \
   "run_dir=$RUNS/search_cost" "${SEARCH_ARGS[@]}"
-sed -e "s#@SEARCH@#$RUNS/search#" -e "s#@SEARCH_COST@#$RUNS/search_cost#" \
-  "$HERE/compare.yaml" > "$RUNS/compare.yaml"
+if [[ -f "$HERE/search_plain.yaml" ]]; then  # plain DARTS, the group the default must beat
+  step search_plain "$NAS" -q search "$HERE/search_plain.yaml" "seeds=[0,1,2]" \
+    "run_dir=$RUNS/search_plain" "${SEARCH_ARGS[@]}"
+fi
+source "$(dirname "${BASH_SOURCE[0]}")/render_compare.sh"
+render_compare > "$RUNS/compare.yaml"
 # Committed results name files relative to the experiment folder, never by this machine's
 # absolute paths (compare.csv, report.html).
 step compare "$NAS" -q compare "$RUNS/compare.yaml" "run_dir=$RUNS/compare" \
@@ -66,13 +72,23 @@ step report "$NAS" -q report "$RUNS/compare" --out "$RESULTS/report.html" \
 
 # What to commit: small text and images, no checkpoints.
 cp "$RUNS/compare/compare.md" "$RUNS/compare/compare.csv" "$RUNS/compare"/pareto_*.png "$RESULTS/"
-# significance.md exists only with two or more training seeds (seeds=[0] writes none)
+# significance.md exists only when there is something to test (two training seeds or groups)
 [[ -f "$RUNS/compare/significance.md" ]] && cp "$RUNS/compare/significance.md" "$RESULTS/"
 cp "$RUNS/search/summary.md" "$RUNS/search/summary.json" "$RESULTS/"
+if [[ -f "$RUNS/search_plain/summary.md" ]]; then
+  cp "$RUNS/search_plain/summary.md" "$RESULTS/summary_plain.md"
+  cp "$RUNS/search_plain/summary.json" "$RESULTS/summary_plain.json"
+fi
 mkdir -p "$RESULTS/genotypes"
-for d in "$RUNS"/search/seed* "$RUNS/search_cost"; do
-  name="searched_$(basename "$d")"
-  [[ "$d" == "$RUNS/search_cost" ]] && name="searched_cost"
+for d in "$RUNS"/search/seed* "$RUNS"/search_cost "$RUNS"/search_cost/seed* \
+         "$RUNS"/search_plain/seed*; do
+  [[ -f "$d/genotype.yaml" ]] || continue  # a multi-seed folder itself, or no such search
+  case "$d" in
+    "$RUNS"/search/*) name="searched_$(basename "$d")" ;;
+    "$RUNS"/search_cost) name="searched_cost" ;;
+    "$RUNS"/search_cost/*) name="searched_cost_$(basename "$d")" ;;
+    *) name="plain_darts_$(basename "$d")" ;;
+  esac
   cp "$d/genotype.yaml" "$RESULTS/genotypes/$name.yaml"
   cp "$d/genotype_normal.png" "$RESULTS/genotypes/${name}_normal.png"
   cp "$d/genotype_reduce.png" "$RESULTS/genotypes/${name}_reduce.png"

@@ -15,6 +15,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NAS="${NAS:-nas}"
 PART_SECONDS="${PART_SECONDS:-0}"
+SEARCH_SEEDS="${SEARCH_SEEDS:-[0,1,2,3]}"  # four β-DARTS cells: 4 vs 3 can reach p < 0.05
 SEARCH_ARGS=()
 COMPARE_ARGS=()
 [[ "${1:-}" == "--smoke" ]] && source "$HERE/smoke.sh"  # tiny; says nothing about the cells

@@ -72,7 +72,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from nas.search.darts import select_run
+    from nas.search.select import select_run
 
     _single_process("select")
     print(select_run(args.run, args.overrides))

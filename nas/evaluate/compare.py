@@ -459,9 +459,9 @@ def run_compare(cfg: CompareConfig) -> list[dict[str, Any]]:
         table = format_table(rows, note)
         atomic_write_text(run / "compare.md", table)
         atomic_write_text(run / "compare.csv", _write_csv(rows))
-        if len(cfg.seeds) > 1:  # one seed has no spread to test against
-            atomic_write_text(run / "significance.md",
-                              format_significance(significance_rows(rows)))
+        tests = significance_rows(rows)  # one seed: only groups (member means) to test
+        if tests:
+            atomic_write_text(run / "significance.md", format_significance(tests))
         clouds = list(dict.fromkeys(m.group for m in members if m.random))
         for key, label, name in (
             ("params_M", "parameters (M)", "pareto_params.png"),

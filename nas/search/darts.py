@@ -10,18 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from nas import distributed
-from nas.config import dump_config, load_config
+from nas.config import dump_config
 from nas.data import holdout_split, search_split
 from nas.errors import ConfigError
 from nas.genotype import Genotype, save_genotype
@@ -48,7 +45,7 @@ from nas.search.diagnostics import (
     hessian_eigenvalue,
     param_free_share,
 )
-from nas.search.perturbation import perturbation_select
+from nas.search.perturbation import select_by_perturbation
 from nas.search.progressive import prune_ops, skip_dropout_rate, stage_dir
 from nas.search.stabilizers import (
     RS_EPSILON_START,
@@ -60,7 +57,7 @@ from nas.search.stabilizers import (
 from nas.search.supernet.model import Supernet
 from nas.tensorboard import alpha_entropy
 
-__all__ = ["SearchJob", "SearchResult", "run_search", "select_run", "select_by_perturbation"]
+__all__ = ["SearchJob", "SearchResult", "run_search"]
 
 log = logging.getLogger("nas")
 
@@ -387,50 +384,6 @@ class SearchResult:
     genotype: Genotype
     run_dir: Path
     epochs: int
-
-
-def select_by_perturbation(job: SearchJob, run: RunDir, argmax: Genotype) -> Genotype:
-    """DARTS-PT's genotype of the trained ``job`` (:mod:`nas.search.perturbation`); every
-    decision goes to ``selection.json``, beside the argmax genotype it replaces."""
-    cfg = job.cfg
-    quiet = not cfg.runtime.progress or os.environ.get("TQDM_DISABLE") == "1"  # nas -q
-    tic = time.perf_counter()
-    with tqdm(desc="DARTS-PT selection", unit="eval", disable=quiet, leave=False) as bar:
-        genotype, record = perturbation_select(job, cfg.runtime.seed, bar.update)
-    record["seconds"] = round(time.perf_counter() - tic, 1)
-    log.info("DARTS-PT selection: %s (validation accuracy %.4f)", genotype,
-             record["final_accuracy"])
-    if run.writes:
-        atomic_write_text(run / "selection.json",
-                          json.dumps({**record, "genotype": str(genotype),
-                                      "argmax_genotype": str(argmax)}, indent=1))
-    return genotype
-
-
-def select_run(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
-    """DARTS-PT on a finished search folder (``nas select RUN``): its config and checkpoint,
-    ``select.*`` from ``overrides``; writes ``genotype_pt.yaml``/``.txt``/plots and
-    ``selection.json`` there and returns the yaml's path (``genotype.yaml`` stays)."""
-    path = Path(run_dir)
-    if not (path / "config.yaml").is_file() or not (path / RunDir.CHECKPOINT).is_file():
-        raise ConfigError(f"{path}: not a search run folder (needs config.yaml and "
-                          f"{RunDir.CHECKPOINT})")
-    cfg = load_config(SearchConfig, str(path / "config.yaml"),
-                      [*(overrides or []), "select.method=perturbation", f"run_dir={path}"])
-    with open_run(cfg.name, str(path), "search") as run:
-        ckpt = run.load_checkpoint(map_location="cpu")
-        job = SearchJob(cfg, run)
-        job.load_state_dict(ckpt["job"])
-        if ckpt.get("epoch", 0) < cfg.optim.epochs and not job.should_stop():
-            raise ConfigError(f"{path}: the search stopped at epoch {ckpt.get('epoch')} of "
-                              f"{cfg.optim.epochs}; finish it first (nas search)")
-        guard = cfg.skip_guard
-        argmax = job.model.genotype(guard.max_skips, guard.max_param_free)
-        genotype = select_by_perturbation(job, run, argmax)
-        save_genotype(genotype, run / "genotype_pt.yaml")
-        atomic_write_text(run / "genotype_pt.txt", str(genotype) + "\n")
-        plot_genotype(genotype, run.path, stem="genotype_pt")
-    return path / "genotype_pt.yaml"
 
 
 def _fit_search(job: SearchJob, run: RunDir, desc: str = "search") -> int:

@@ -12,6 +12,8 @@ removing skip hurts little), so after the search:
    input edge removed; the ``inputs_per_node`` edges whose removal costs the most stay, the
    others are removed; tuned again. Off: the decided edges are kept by α's strength.
 
+Only the ops a P-DARTS stage kept are candidates (a pruned op, weight 0, would look
+harmless to remove, and win whenever removing the kept ones helps).
 Undecided edges keep the supernet's own mixing weights (softmax(α), DrNAS's Dirichlet
 mean). Tuning is SGD on the weights only (α no longer matters), its learning rate annealed
 from ``optim.lr`` to ``optim.lr_min`` over all of the selection's tuning steps. Every
@@ -20,20 +22,25 @@ accuracy and decision goes into the returned record (``selection.json`` of the r
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from nas import distributed
 from nas.genotype import Genotype
+from nas.run import RunDir, atomic_write_text
 from nas.search.config import SearchConfig
 from nas.search.supernet.model import Supernet
 
-__all__ = ["Selectable", "perturbation_select"]
+__all__ = ["Selectable", "perturbation_select", "select_by_perturbation"]
 
 log = logging.getLogger("nas")
 
@@ -118,10 +125,12 @@ def perturbation_select(job: Selectable, seed: int = 0,
     edges = [(r, e) for r in (False, True) for e in range(n_edges)]
     for i in torch.randperm(len(edges), generator=gen).tolist():
         reduction, edge = edges[i]
-        accs = {space.ops[o]: accuracy(state.weights(reduction, edge, o)) for o in candidates}
+        kept = model.op_mask_reduce if reduction else model.op_mask_normal
+        ops_here = [o for o in candidates if kept[edge, o]]  # P-DARTS: pruned ops never
+        accs = {space.ops[o]: accuracy(state.weights(reduction, edge, o)) for o in ops_here}
         # removal hurts the most; on a tie (a small validation split) the op α prefers, so
         # the ops listed first (skip, pools) get no edge from the order of the space
-        best = min(candidates, key=lambda o: (accs[space.ops[o]],
+        best = min(ops_here, key=lambda o: (accs[space.ops[o]],
                                               -state.base[reduction][edge, o].item()))
         state.ops[reduction][edge] = best
         record["ops"].append({"cell": _cell(reduction), "edge": edge,
@@ -154,6 +163,24 @@ def perturbation_select(job: Selectable, seed: int = 0,
     record["final_accuracy"] = _accuracy(job, state.weights(), sel.eval_batches)
     genotype = _genotype(state, space.ops, node_edges, space.concat)
     return genotype, record
+
+
+def select_by_perturbation(job: Selectable, run: RunDir, argmax: Genotype) -> Genotype:
+    """DARTS-PT's genotype of the trained ``job`` (:mod:`nas.search.perturbation`); every
+    decision goes to ``selection.json``, beside the argmax genotype it replaces."""
+    cfg = job.cfg
+    quiet = not cfg.runtime.progress or os.environ.get("TQDM_DISABLE") == "1"  # nas -q
+    tic = time.perf_counter()
+    with tqdm(desc="DARTS-PT selection", unit="eval", disable=quiet, leave=False) as bar:
+        genotype, record = perturbation_select(job, cfg.runtime.seed, bar.update)
+    record["seconds"] = round(time.perf_counter() - tic, 1)
+    log.info("DARTS-PT selection: %s (validation accuracy %.4f)", genotype,
+             record["final_accuracy"])
+    if run.writes:
+        atomic_write_text(run / "selection.json",
+                          json.dumps({**record, "genotype": str(genotype),
+                                      "argmax_genotype": str(argmax)}, indent=1))
+    return genotype
 
 
 def _cell(reduction: bool) -> str:

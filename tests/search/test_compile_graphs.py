@@ -21,6 +21,7 @@ from nas.run import RunDir
 from nas.search.config import SearchConfig
 from nas.search.darts import SearchJob
 from nas.search.supernet.fused import cell_plan, edge_order
+from nas.search.supernet.model import SkipDropout
 
 
 def _config(order: str, num_samples: int = 20, compile: bool = True,
@@ -73,10 +74,9 @@ def test_compiled_search_has_one_graph_per_mode(tmp_path, monkeypatch):
     torch._dynamo.reset()
 
 
-def test_stabilized_search_compiles_once_per_mode_and_never_again(tmp_path, monkeypatch):
-    """β-DARTS, SDARTS-RS, DARTS- and DrNAS on: the α step (no noise), the weight step (noise) and
-    evaluation are one graph each, and the per-epoch schedules (λ, ε, DARTS-'s β buffer)
-    recompile nothing in the next epochs."""
+def _record_graphs(monkeypatch) -> list[bool]:
+    """Compile the search's supernet on aot_eager, recording each new graph's grad mode
+    (True: training) in the returned list; dynamo's counters and caches start empty."""
     graphs: list[bool] = []
 
     def backend(gm, example_inputs):
@@ -91,6 +91,14 @@ def test_stabilized_search_compiles_once_per_mode_and_never_again(tmp_path, monk
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     torch.manual_seed(0)
+    return graphs
+
+
+def test_stabilized_search_compiles_once_per_mode_and_never_again(tmp_path, monkeypatch):
+    """β-DARTS, SDARTS-RS, DARTS- and DrNAS on: the α step (no noise), the weight step (noise) and
+    evaluation are one graph each, and the per-epoch schedules (λ, ε, DARTS-'s β buffer)
+    recompile nothing in the next epochs."""
+    graphs = _record_graphs(monkeypatch)
     cfg = _config("first", stabilize={"beta": 2.0, "rs_epsilon": 0.3, "aux_skip": True,
                                       "dirichlet": True})
     job = SearchJob(cfg, RunDir(tmp_path / "run"))
@@ -102,6 +110,26 @@ def test_stabilized_search_compiles_once_per_mode_and_never_again(tmp_path, monk
         if epoch == 0:
             first = list(graphs)
     assert graphs == first == [True, True, False], graphs
+    assert not torch._dynamo.utils.counters["graph_break"]
+    torch._dynamo.reset()
+
+
+def test_p_darts_skip_dropout_schedule_recompiles_nothing(tmp_path, monkeypatch):
+    """A P-DARTS stage's skip-dropout rate changes every epoch (the official schedule): the
+    rate must be data the compiled graph reads, not a constant it was traced with."""
+    graphs = _record_graphs(monkeypatch)
+    job = SearchJob(_config("first"), RunDir(tmp_path / "run"), skip_dropout=0.5)
+    rates = []
+    for epoch in range(3):
+        job.start_epoch(epoch)
+        rates.append(next(float(m.p) for m in job.model.modules() if isinstance(m, SkipDropout)))
+        for batch in job.batches():
+            job.step(batch)
+        job.evaluate()
+        if epoch == 0:
+            first = list(graphs)
+    assert len(set(rates)) == 3  # the rate did change every epoch
+    assert graphs == first == [True, False], graphs  # α and weight steps share one graph
     assert not torch._dynamo.utils.counters["graph_break"]
     torch._dynamo.reset()
 

@@ -73,6 +73,28 @@ def test_selection_follows_the_accuracy_lost_by_each_removal(tmp_path, monkeypat
     # every edge was scored once per candidate op (no `none`), in a seeded random order
     assert len(record["ops"]) == 10
     assert all(len(d["accuracy_without"]) == len(OPS) - 1 for d in record["ops"])
+
+
+def test_ops_pruned_by_p_darts_are_never_candidates(tmp_path, monkeypatch):
+    """Where removing every kept op raises the accuracy, a pruned op (weight 0, removal
+    changes nothing) would cost "the most" to remove; it must not be chosen, nor scored."""
+    job = _job(tmp_path, tune_steps=0)
+    g = torch.Generator().manual_seed(5)
+    masks = []
+    for reduction in (False, True):
+        mask = torch.rand(job.model.op_weights(reduction).shape, generator=g) < 0.5
+        mask[:, 1] = True  # one kept op per edge at least (skip_connect)
+        masks.append(mask)
+    job.model.set_op_mask(*masks)
+    value = {r: torch.rand(masks[r].shape, generator=g) for r in (False, True)}
+    monkeypatch.setattr(perturbation, "_accuracy", lambda job, w, n: -float(
+        sum((value[r] * w[r]).sum() for r in (False, True))))
+    _, record = perturbation.perturbation_select(job, seed=0)
+    ops = job.space.ops
+    for d in record["ops"]:
+        mask = masks[d["cell"] == "reduce"][d["edge"]]
+        kept = {ops[o] for o in range(len(ops)) if mask[o] and ops[o] != "none"}
+        assert set(d["accuracy_without"]) == kept and d["op"] in kept
     assert [d["edge"] for d in record["ops"]] != [0, 1, 2, 3, 4] * 2
     assert len(record["topology"]) == 4
 

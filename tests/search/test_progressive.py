@@ -18,7 +18,8 @@ from nas.errors import ConfigError
 from nas.genotype import load_genotype
 from nas.search.config import ProgressiveConfig
 from nas.search.progressive import prune_ops, skip_dropout_rate
-from nas.search.supernet.model import MixedOp, Supernet
+from nas.search.select import stage_mask
+from nas.search.supernet.model import MixedOp, SkipDropout, Supernet
 from nas.spaces import get_space
 
 OPS = ["none", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3",
@@ -97,7 +98,19 @@ def test_skip_dropout_drops_the_stride_one_skip_only(fused):
 
 def test_mixed_op_without_skip_dropout_is_unchanged():
     op = MixedOp(4, 1, tuple(OPS))
-    assert not any(isinstance(m, nn.Dropout) for m in op.modules())
+    assert not any(isinstance(m, (nn.Dropout, SkipDropout)) for m in op.modules())
+
+
+def test_skip_dropout_keeps_the_expected_value_and_zeroes_at_the_rate():
+    drop = SkipDropout().train()
+    drop.p.fill_(0.3)
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = drop(x)
+    assert (y == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # inverted dropout: E[y] = x
+    assert torch.equal(drop.eval()(x), x)
 
 
 def test_progressive_config_is_checked():
@@ -133,3 +146,32 @@ def test_staged_search_deepens_prunes_and_derives_from_the_kept_ops(tmp_path: Pa
             assert op in kept[cell][offsets[j // 2] + inp]
     assert main(args) == 0  # resumed: every stage is finished, the same genotype
     assert load_genotype(run / "genotype.yaml") == genotype
+    # DARTS-PT on the finished P-DARTS folder: on its last stage, with its kept ops only
+    assert main(["select", str(run), "select.tune_steps=1", "select.eval_batches=1"]) == 0
+    picked = load_genotype(run / "genotype_pt.yaml")
+    record = json.loads((run / "selection.json").read_text())
+    assert record["genotype"] == str(picked)
+    for d in record["ops"]:
+        assert set(d["accuracy_without"]) == set(kept[d["cell"]][d["edge"]]) - {"none"}
+        assert d["op"] in kept[d["cell"]][d["edge"]]
+    assert load_genotype(run / "genotype.yaml") == genotype  # the search's stays
+
+
+def test_stage_mask_is_the_previous_stages_kept_ops():
+    ops = ("none", "skip_connect", "max_pool_3x3")
+    stages = [{"kept_after": {"normal": [["skip_connect"], ["none", "max_pool_3x3"]],
+                              "reduce": [["max_pool_3x3"], ["skip_connect"]]}}, {}]
+    assert stage_mask(stages, 0, ops) is None
+    normal, reduce = stage_mask(stages, 1, ops)
+    assert normal.tolist() == [[False, True, False], [True, False, True]]
+    assert reduce.tolist() == [[False, False, True], [False, True, False]]
+
+
+def test_nas_select_refuses_an_unfinished_p_darts_run(tmp_path, capsys):
+    run = tmp_path / "pd"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: pd\nprogressive: {layers: [3, 4], keep_ops: [3], "
+                                     "skip_dropout: [0.0, 0.3]}\n")
+    assert main(["select", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "finished 0 of 2 stages" in err[0]

@@ -36,6 +36,23 @@ def _edge_weighted(weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return (weight * out.to(weight.dtype)).to(out.dtype)
 
 
+class SkipDropout(nn.Module):
+    """Dropout whose rate is a 0-dim buffer, not a Python float: P-DARTS changes it every
+    epoch, and a compiled supernet reads a buffer as data where it would have baked a
+    float into the graph and recompiled on each change. ``p`` = 1 drops everything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.zeros(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.rand_like(x) < keep
+        return x * (mask.to(x.dtype) / keep.clamp_min(1e-12))
+
+
 class MixedOp(nn.Module):
     """Σ_o w_o·o(x) over the space's ops; with ``partial_k > 1`` only C/K channels pass."""
 
@@ -55,7 +72,7 @@ class MixedOp(nn.Module):
             if name == "skip_connect" and stride == 1 and skip_dropout:
                 # P-DARTS: dropout after the identity (its rate set per epoch by
                 # Supernet.set_skip_dropout); stride 2's skip is a conv and keeps none
-                op = nn.Sequential(op, nn.Dropout(0.0))
+                op = nn.Sequential(op, SkipDropout())
             self.ops.append(op)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -289,8 +306,8 @@ class Supernet(nn.Module):
         for m in self.modules():
             if isinstance(m, MixedOp):
                 for op in m.ops:
-                    if isinstance(op, nn.Sequential) and isinstance(op[-1], nn.Dropout):
-                        op[-1].p = p
+                    if isinstance(op, nn.Sequential) and isinstance(op[-1], SkipDropout):
+                        op[-1].p.fill_(p)
 
     # parameters ----------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
