@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -40,6 +41,7 @@ from nas.search.config import SearchConfig
 from nas.search.darts import SearchJob
 from nas.search.seeds import run_search_seeds, summarize_seeds
 from nas.search.select import select_run
+from nas.spaces import random_genotype
 
 #: method -> the config overrides that select it
 METHODS: dict[str, list[str]] = {
@@ -49,6 +51,13 @@ METHODS: dict[str, list[str]] = {
     "darts_minus": ["stabilize.aux_skip=true"],
     "drnas": ["stabilize.dirichlet=true"],
     "beta+rs": ["stabilize.beta=25", "stabilize.rs_epsilon=0.3"],
+    # weaker β-DARTS: at 25 the searches' α stayed within 3e-4 of uniform (chance level)
+    "beta5": ["stabilize.beta=5"],
+    "beta2": ["stabilize.beta=2"],
+    # P-DARTS: three stages deepening the supernet by 3 cells each from the config's depth
+    # (the paper: 5 -> 11 -> 17), pruning to 5 then 3 ops, the paper's skip dropout
+    "pdarts": ["progressive.layers=[5,8,11]", "progressive.keep_ops=[5,3]",
+               "progressive.skip_dropout=[0.0,0.4,0.7]"],
 }
 #: every method starts from plain DARTS, whatever the config ships (the shipped search
 #: configs default to β-DARTS)
@@ -61,6 +70,10 @@ DERIVED: dict[str, tuple[str, list[str] | None]] = {
     "param_free_cap": ("darts", ["skip_guard.max_param_free=2"]),
     "darts_pt": ("darts", None),
 }
+#: the reference row: cells drawn uniformly from the config's space (as ``nas compare``'s
+#: random entries are), what a method's figures mean nothing against if it only matches
+RANDOM = "random"
+RANDOM_DRAWS = 100
 COLUMNS = ("method", "seeds", "normal_param_free", "normal_param_free_std",
            "reduce_param_free", "agreement", "hessian_first", "hessian_last", "search_s")
 QUICK_OVERRIDES = [
@@ -75,7 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = base_parser(__doc__)
     p.add_argument("--config", default="quick", help="search config (default: quick)")
     p.add_argument("--seeds", type=int, nargs="+", help="search seeds (0 1 2)")
-    p.add_argument("--methods", nargs="+", choices=[*METHODS, *DERIVED], help="(all)")
+    p.add_argument("--methods", nargs="+", choices=[*METHODS, *DERIVED, RANDOM],
+                   help="(all; `random`: the uniform-sampling reference)")
     p.add_argument("--select", nargs="*", metavar="KEY=VALUE",
                    help="run `nas select` for darts_pt where genotype_pt.yaml is missing, with "
                    "these select.* overrides (default: only read what is there)")
@@ -94,14 +108,20 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _search_metrics(folder: Path) -> list[dict[str, Any]]:
+    """A seed's metrics rows in epoch order; a P-DARTS seed's are its stages' in turn."""
+    stages = sorted(folder.glob("stage[0-9]*"), key=lambda p: int(p.name[len("stage"):]))
+    return [row for f in (stages or [folder]) for row in RunDir(f, read_only=True).read_metrics()]
+
+
 def _method_row(method: str, root: Path, seeds: list[int], seconds: float) -> dict[str, Any]:
     summary = json.loads((root / "summary.json").read_text())
     runs = summary["runs"]
     normal = [r["normal_param_free"] for r in runs]
     first, last = [], []
     for seed in seeds:
-        rows = RunDir(root / f"seed{seed}", read_only=True).read_metrics()
-        eig = [r["hessian_eig"] for r in rows if isinstance(r.get("hessian_eig"), float)]
+        eig = [r["hessian_eig"] for r in _search_metrics(root / f"seed{seed}")
+               if isinstance(r.get("hessian_eig"), float)]
         if eig:
             first.append(eig[0])
             last.append(eig[-1])
@@ -150,6 +170,23 @@ def _derived_row(method: str, work: Path, seeds: list[int],
     }
 
 
+def _random_row(config: str, extra: list[str]) -> dict[str, Any]:
+    """What chance gives: RANDOM_DRAWS cells drawn uniformly from the config's space
+    (``random.Random(0)``), summarized like a search over that many seeds."""
+    cfg = load_config(SearchConfig, config, [*extra, "seeds=null"])
+    rng = random.Random(0)
+    space = cfg.space.build()
+    summary = summarize_seeds({i: random_genotype(space, rng) for i in range(RANDOM_DRAWS)})
+    normal = [r["normal_param_free"] for r in summary["runs"]]
+    return {
+        "method": RANDOM, "seeds": RANDOM_DRAWS, "normal_param_free": _mean(normal),
+        "normal_param_free_std": statistics.stdev(normal),
+        "reduce_param_free": _mean([r["reduce_param_free"] for r in summary["runs"]]),
+        "agreement": summary["agreement"]["mean"], "hessian_first": None,
+        "hessian_last": None, "search_s": None,
+    }
+
+
 def _search_row(method: str, work: Path, config: str,
                 args: argparse.Namespace) -> dict[str, Any]:
     """One multi-seed search per method (resumable), summarized."""
@@ -166,9 +203,10 @@ def _search_row(method: str, work: Path, config: str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    quick = {"methods": ["darts", "beta+rs", "param_free_cap", "darts_pt"], "seeds": [0, 1],
+    quick = {"methods": ["darts", "beta+rs", "param_free_cap", "darts_pt", RANDOM],
+             "seeds": [0, 1],
              "hessian_iters": 2, "select": ["select.tune_steps=1", "select.eval_batches=1"]}
-    full = {"methods": [*METHODS, *DERIVED], "seeds": [0, 1, 2], "hessian_iters": 5}
+    full = {"methods": [*METHODS, *DERIVED, RANDOM], "seeds": [0, 1, 2], "hessian_iters": 5}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -181,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick}
     writer = ResultsWriter("stabilizers", meta, args.out, COLUMNS)  # a row per method, kept
     for method in args.methods:
-        if method in DERIVED:
+        if method == RANDOM:
+            writer.add(_random_row(config, [*(QUICK_OVERRIDES if args.quick else []), *args.set]))
+        elif method in DERIVED:
             writer.add(_derived_row(method, work, list(args.seeds), args.select))
         else:
             writer.add(_search_row(method, work, config, args))
@@ -196,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              "their hessian columns are plain DARTS's."]
     how = {**{m: " ".join(o) or "plain DARTS" for m, o in METHODS.items()},
            "param_free_cap": "darts re-derived, skip_guard.max_param_free=2",
-           "darts_pt": "darts re-derived by DARTS-PT (nas select)"}
+           "darts_pt": "darts re-derived by DARTS-PT (nas select)",
+           RANDOM: f"{RANDOM_DRAWS} cells drawn uniformly from the space (the chance level)"}
     methods = "; ".join(f"`{m}`: {how[m]}" for m in args.methods)
     writer.finish(meta, notes=notes, extra_md=f"\nMethods: {methods}\n")
     return 0

@@ -21,7 +21,8 @@ START=$SECONDS
 step() {  # step NAME CMD...: run within what is left of the part, log command and time
   local name="$1"; shift
   local line="$*"
-  echo "${line//"$HERE/"/}" >> "$COMMANDS"  # paths relative to the experiment folder
+  line="${line//"$HERE/"/}"  # paths relative to the experiment folder, which is "."
+  echo "${line//"$HERE"/.}" >> "$COMMANDS"
   local t0=$SECONDS rc=0
   if (( PART_SECONDS > 0 )); then
     local left=$(( PART_SECONDS - (SECONDS - START) ))

@@ -1,5 +1,6 @@
 """Smoke test of ``benchmarks/stabilizers.py --quick``: two searched methods over two seeds,
-and the two that re-derive plain DARTS's searches (the parameter-free cap, DARTS-PT)."""
+the two that re-derive plain DARTS's searches (the parameter-free cap, DARTS-PT), and the
+chance level (cells drawn uniformly from the space)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,30 @@ from pathlib import Path
 import yaml
 from _bench_helpers import quick_run
 
+from nas.cli.configs import resolve_config
+from nas.config import load_config
+from nas.search.config import SearchConfig
+
+
+def data_ops() -> list[str]:
+    """The ops of the quick search config's space (what the benchmark's quick run uses)."""
+    return list(load_config(SearchConfig, str(resolve_config("quick", "search"))).space.build().ops)
+
 
 def test_quick_run_reports_each_method_over_its_seeds(tmp_path: Path) -> None:
     work = tmp_path / "work"
     data, out = quick_run("stabilizers", tmp_path / "out", "--work", str(work))
     rows = {r["method"]: r for r in data["rows"]}
-    assert set(rows) == {"darts", "beta+rs", "param_free_cap", "darts_pt"}
+    assert set(rows) == {"darts", "beta+rs", "param_free_cap", "darts_pt", "random"}
+    chance = rows.pop("random")
+    assert chance["seeds"] == 100 and chance["hessian_first"] is None
+    # uniform draws over the quick space's ops other than `none`: the parameter-free share
+    # is about (pools + skip) / ops, the agreement that of two independent draws
+    ops = [op for op in data_ops() if op != "none"]
+    free = sum(op in ("max_pool_3x3", "avg_pool_3x3", "skip_connect") for op in ops) / len(ops)
+    assert abs(chance["normal_param_free"] - free) < 0.06
+    assert abs(chance["reduce_param_free"] - free) < 0.06
+    assert 0 < chance["agreement"] < 2 / len(ops)
     for row in rows.values():
         assert row["seeds"] == 2
         assert 0 <= row["normal_param_free"] <= 1 and 0 <= row["reduce_param_free"] <= 1

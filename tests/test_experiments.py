@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from nas.config import load_config
 from nas.evaluate.compare import CompareConfig
@@ -110,8 +111,27 @@ def test_smoke_pipeline_writes_every_result(tmp_path):
     assert steps[4:] == ["search_seeds", "search_cost", "compare", "report"]
     commands = (res / "commands.txt").read_text()
     assert commands.count("OMP_NUM_THREADS=1 ") == 4  # the streams' commands, recorded
+    # the experiment folder is ".", never this machine's absolute path
+    assert str(EXPERIMENTS.resolve()) not in commands and "paths_relative_to=." in commands
     # run.sh trained nothing again: each (entry, seed) log holds one epoch, not two
     logs = sorted((tmp_path / "runs" / "compare").glob("*/seed*/log.txt"))
     assert len(logs) == 23 * 2  # 4 + 3 searched, 3 plain, 5 baselines, 8 random; 2 seeds
     for log in logs:
         assert log.read_text().count("train epoch 1/1") == 1, log
+
+
+def test_beta_darts_ramp_under_adam_reverses_the_cost_terms_order():
+    """experiments/beta_cost_adam.py's finding, on a toy cost: three ops per edge (free,
+    cheap, costly). The cost term alone ranks them by cost; β-DARTS's ramp added to the same
+    Adam step puts the costly op on top, as the cost-aware experiment's cells showed."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        from beta_cost_adam import simulate
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    cfg = load_config(SearchConfig, str(EXPERIMENTS / "fashion_mnist_cpu" / "search_cost.yaml"))
+    cost = torch.tensor([0.0, 0.01, 0.03]).expand(2, 14, 3).contiguous()
+    alone = simulate(cost, cfg, steps_per_epoch=16, beta=0.0)
+    with_beta = simulate(cost, cfg, steps_per_epoch=16, beta=cfg.stabilize.beta)
+    assert alone[0] > alone[1] > alone[2]  # free > cheap > costly: the cost term's order
+    assert with_beta[2] > with_beta[1] > with_beta[0]  # reversed

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The Fashion-MNIST experiment on a CPU: three searches over the 13-op space (seeds 0-2),
-# one cost-aware search, then every cell retrained on full Fashion-MNIST (60k/10k) with
-# three training seeds against the DARTS baselines and five random cells; a table, Pareto
+# The Fashion-MNIST experiment on a CPU: four β-DARTS searches over the 13-op space (seeds
+# 0-3) and three cost-aware ones, then every cell retrained (a seeded 10k subset of the 60k
+# for 3 epochs, the full 10k test set, training seeds 0-2) beside plain DARTS's committed
+# cells, the DARTS baselines and eight random cells; a table, significance tests, Pareto
 # plots and one HTML report (experiments/pipeline.sh).
 #
-#   bash experiments/fashion_mnist_cpu/run.sh            # the real run (about 2 h, 2 cores)
+#   bash experiments/fashion_mnist_cpu/run.sh            # one stream (run_parallel.sh: two, ~1 h 50 min)
 #   bash experiments/fashion_mnist_cpu/run.sh --smoke    # the same pipeline, tiny (minutes)
 #
 # Resumable: every step reuses finished work; after a crash or Ctrl-C run it again.

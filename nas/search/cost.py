@@ -13,7 +13,15 @@ from nas.cost.lookup import CostTable
 from nas.search.config import CostConfig
 from nas.search.supernet.model import Supernet
 
-__all__ = ["cost_tensor"]
+__all__ = ["BETA_WITH_COST", "cost_tensor"]
+
+#: measured in experiments/fashion_mnist_cpu (2026-12-07): with β-DARTS's ramped term in the
+#: same Adam step, the cost term chose the costliest ops (experiments/beta_cost_adam.py)
+BETA_WITH_COST = (
+    "cost-aware search with β-DARTS (stabilize.beta=%g): β's term dominates every α gradient "
+    "and Adam's per-element normalization then no longer keeps the cost term's direction; "
+    "the Fashion-MNIST experiment's cost-aware cells came out 2.6x larger "
+    "(experiments/beta_cost_adam.py); set stabilize.beta=0 for a cost-aware search")
 
 log = logging.getLogger("nas")
 

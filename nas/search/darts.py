@@ -38,7 +38,7 @@ from nas.runtime import (
 )
 from nas.search.architect import Architect
 from nas.search.config import ProgressiveConfig, SearchConfig, check_search_runtime
-from nas.search.cost import cost_tensor
+from nas.search.cost import BETA_WITH_COST, cost_tensor
 from nas.search.diagnostics import (
     edge_margins,
     eigenvalue_stop,
@@ -137,6 +137,8 @@ class SearchJob:
         self.w_optimizer, self.scheduler = sgd_cosine(self.model, self.weights, cfg.optim)
         self.architect = Architect(self.model, cfg.arch)
         self.cost = cost_tensor(cfg.cost, self.model, (H, W), self.device)
+        if self.cost is not None and cfg.stabilize.beta > 0:
+            log.warning(BETA_WITH_COST, cfg.stabilize.beta)
         self.alpha_history: list[dict[str, Any]] = []
         self._warmup = cfg.arch.warmup(cfg.optim.epochs)
         # the architecture parameters at the end of the last eig_window + 1 epochs: where

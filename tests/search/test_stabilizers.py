@@ -414,3 +414,26 @@ def test_drnas_supernet_draws_in_training_and_derives_from_the_mean(tmp_path):
     job.start_epoch(0)
     alphas = [model.alphas_normal, model.alphas_reduce]
     torch.testing.assert_close(job._cost_term(), 0.1 * dirichlet_kl(alphas))
+
+
+def _cost_job(tmp_path, beta: float) -> None:
+    cfg = build(SearchConfig, {
+        "data": {"name": "synthetic", "batch_size": 8, "augment": False,
+                 "options": {"num_samples": 16, "image_size": 8, "channels": 3,
+                             "num_classes": 3}},
+        "space": {"ops": OPS, "steps": 2, "multiplier": 2},
+        "model": {"init_channels": 4, "layers": 3},
+        "cost": {"metric": "params", "weight": 1.0},
+        "stabilize": {"beta": beta},
+        "runtime": {"device": "cpu", "amp": False, "progress": False},
+    })
+    SearchJob(cfg, RunDir(tmp_path / f"run{beta}"))
+
+
+def test_cost_term_with_beta_darts_warns_and_alone_does_not(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="nas"):
+        _cost_job(tmp_path, beta=0.0)
+    assert "β-DARTS" not in caplog.text
+    with caplog.at_level("WARNING", logger="nas"):
+        _cost_job(tmp_path, beta=25.0)
+    assert "cost-aware search with β-DARTS (stabilize.beta=25)" in caplog.text
