@@ -40,7 +40,7 @@ def simulate(cost: torch.Tensor, cfg: SearchConfig, steps_per_epoch: int, beta: 
     opt = torch.optim.Adam([alpha], lr=arch.lr, betas=arch.betas,
                            weight_decay=arch.weight_decay)
     epochs = cfg.optim.epochs
-    for epoch in range(arch.warmup_epochs or 0, epochs):
+    for epoch in range(arch.warmup(epochs), epochs):  # the search's α warm-up rule
         lam = ramp(beta, epoch, epochs)
         for _ in range(steps_per_epoch):
             loss = cfg.cost.weight * (alpha.softmax(-1) * cost).sum()
@@ -78,7 +78,8 @@ def main() -> None:
     images = args.images or (cfg.data.limit or 50_000) // 2
     steps = -(-images // cfg.data.batch_size)
     mean_cost = cost.sum(0).mean(0)
-    print(f"{args.config}: {steps} α steps per epoch, epochs {cfg.arch.warmup_epochs}.."
+    print(f"{args.config}: {steps} α steps per epoch, epochs "
+          f"{cfg.arch.warmup(cfg.optim.epochs)}.."
           f"{cfg.optim.epochs - 1}, λ_cost={cfg.cost.weight}, β-DARTS λ up to "
           f"{cfg.stabilize.beta}")
     rows = {"cost only": simulate(cost, cfg, steps, 0.0),

@@ -19,8 +19,7 @@ __all__ = ["BETA_WITH_COST", "cost_tensor"]
 #: same Adam step, the cost term chose the costliest ops (experiments/beta_cost_adam.py)
 BETA_WITH_COST = (
     "cost-aware search with β-DARTS (stabilize.beta=%g): β's term dominates every α gradient "
-    "and Adam's per-element normalization then no longer keeps the cost term's direction; "
-    "the Fashion-MNIST experiment's cost-aware cells came out 2.6x larger "
+    "and Adam's per-element normalization then no longer keeps the cost term's direction "
     "(experiments/beta_cost_adam.py); set stabilize.beta=0 for a cost-aware search")
 
 log = logging.getLogger("nas")
